@@ -1,0 +1,139 @@
+"""Streaming observers: one small class per calibration rule."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+import numpy as np
+
+
+class CalibrationError(ValueError):
+    """Bad calibration data (NaN/Inf, nothing observed); the message names the point."""
+
+
+def qmax_for(nbit: int, signed: bool = True) -> int:
+    """Largest quantized magnitude: symmetric signed uses [-(2^(b-1)-1), 2^(b-1)-1]."""
+    return 2 ** (nbit - 1) - 1 if signed else 2**nbit - 1
+
+
+class Observer:
+    """Base class: tracks min and max (per channel along ``axis`` when given).
+
+    Subclasses change only how a threshold becomes a scale, or which statistic they keep.
+    """
+
+    name = "base"
+
+    def __init__(self, point: str = "<unnamed>", axis: Optional[int] = None):
+        self.point = point
+        self.axis = axis
+        self.min: Optional[np.ndarray] = None
+        self.max: Optional[np.ndarray] = None
+        self.count = 0  # number of batches observed
+
+    # -- statistics ---------------------------------------------------------------------
+    def _reduce(self, batch: np.ndarray):
+        if self.axis is None:
+            return np.asarray(batch.min(), np.float64), np.asarray(batch.max(), np.float64)
+        axis = self.axis % batch.ndim
+        moved = np.moveaxis(batch, axis, 0).reshape(batch.shape[axis], -1)
+        return moved.min(axis=1).astype(np.float64), moved.max(axis=1).astype(np.float64)
+
+    def observe(self, batch) -> None:
+        batch = np.asarray(batch)
+        if batch.size == 0:
+            raise CalibrationError(f"quantization point {self.point!r}: empty tensor observed")
+        if not np.all(np.isfinite(batch)):
+            bad = "NaN" if np.isnan(batch).any() else "Inf"
+            raise CalibrationError(
+                f"quantization point {self.point!r}: calibration tensor contains {bad}; "
+                "check the calibration data and the float model at this tensor")
+        lo, hi = self._reduce(batch)
+        if self.min is None:
+            self.min, self.max = lo, hi
+        else:
+            if lo.shape != self.min.shape:
+                raise CalibrationError(
+                    f"quantization point {self.point!r}: channel count changed from "
+                    f"{self.min.shape} to {lo.shape}")
+            self.min, self.max = np.minimum(self.min, lo), np.maximum(self.max, hi)
+        self.count += 1
+
+    def merge(self, other: "Observer") -> "Observer":
+        """Combine statistics of the same point gathered elsewhere (exactly)."""
+        if type(other) is not type(self) or other.axis != self.axis:
+            raise CalibrationError(f"quantization point {self.point!r}: cannot merge "
+                                   f"{type(other).__name__}(axis={other.axis}) into "
+                                   f"{type(self).__name__}(axis={self.axis})")
+        if other.min is not None:
+            if self.min is None:
+                self.min, self.max = other.min.copy(), other.max.copy()
+            else:
+                self.min, self.max = np.minimum(self.min, other.min), np.maximum(self.max, other.max)
+        self.count += other.count
+        return self
+
+    def _require_data(self) -> None:
+        if self.min is None:
+            raise CalibrationError(
+                f"quantization point {self.point!r}: no calibration data observed "
+                "(empty dataset, or the point is never reached)")
+
+    # -- scales ---------------------------------------------------------------------------
+    def compute_threshold(self) -> np.ndarray:
+        """The clipping threshold T (per channel or scalar): values in [-T, T] are kept."""
+        self._require_data()
+        return np.maximum(np.abs(self.min), np.abs(self.max))
+
+    def compute_scale(self, nbit: int, signed: bool = True) -> np.ndarray:
+        return threshold_to_scale(self.compute_threshold(), nbit, signed)
+
+
+def threshold_to_scale(threshold, nbit: int, signed: bool = True) -> np.ndarray:
+    """Scale mapping threshold T onto the largest quantized value; all-zero data gives 1/qmax.
+
+    A zero threshold would give scale 0 (division by zero downstream); any positive scale
+    represents an all-zero tensor exactly, so use T=1.
+    """
+    threshold = np.asarray(threshold, np.float64)
+    threshold = np.where(threshold > 0, threshold, 1.0)
+    return threshold / qmax_for(nbit, signed)
+
+
+class MaxObserver(Observer):
+    """Scale = max|x| / qmax: nothing clipped, resolution spent on the extremes."""
+
+    name = "max"
+
+
+class Power2Observer(Observer):
+    """relay.quantize's default: threshold 2^ceil(log2 max|x|), scale threshold / 2^(b-1).
+
+    Power-of-two scales make every rescale a shift. Like relay, a value equal to the threshold
+    lands on 2^(b-1) and is clipped to 2^(b-1)-1.
+    """
+
+    name = "power2"
+
+    def compute_threshold(self) -> np.ndarray:
+        raw = super().compute_threshold()
+        raw = np.where(raw > 0, raw, 1.0)
+        return np.exp2(np.ceil(np.log2(raw)))
+
+    def compute_scale(self, nbit: int, signed: bool = True) -> np.ndarray:
+        levels = 2 ** (nbit - 1) if signed else 2**nbit
+        return self.compute_threshold() / levels
+
+
+OBSERVERS: Dict[str, Type[Observer]] = {
+    MaxObserver.name: MaxObserver,
+    Power2Observer.name: Power2Observer,
+}
+
+
+def make_observer(name: str, point: str = "<unnamed>", axis: Optional[int] = None, **kwargs) -> Observer:
+    try:
+        cls = OBSERVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown calibrator {name!r} for point {point!r}; "
+                         f"known: {sorted(OBSERVERS)}") from None
+    return cls(point=point, axis=axis, **kwargs)

@@ -1,0 +1,74 @@
+"""Small Relax models built op by op for the tests (weights as named parameters)."""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+def _param(name, shape):
+    return relax.Var(name, relax.TensorType(shape, "float32"))
+
+
+def tiny_resnet(seed: int = 0, batch: int = 1, channels: int = 8, classes: int = 10):
+    """stem conv+BN+relu, max pool, one residual block, global avg pool, dense.
+
+    Returns (mod, params). The stem's BatchNorm is a real relax batch_norm (folded by prepare).
+    """
+    rng = np.random.default_rng(seed)
+    c = channels
+    shapes = {
+        "stem.weight": (c, 3, 3, 3), "bn.gamma": (c,), "bn.beta": (c,), "bn.mean": (c,),
+        "bn.var": (c,), "block.conv1.weight": (c, c, 3, 3), "block.conv1.bias": (c,),
+        "block.conv2.weight": (c, c, 3, 3), "block.conv2.bias": (c,),
+        "fc.weight": (classes, c), "fc.bias": (classes,),
+    }
+    params = {}
+    for name, shape in shapes.items():
+        if name == "bn.var":
+            params[name] = rng.uniform(0.5, 2.0, shape).astype("float32")
+        elif name == "bn.gamma":
+            params[name] = rng.uniform(0.5, 1.5, shape).astype("float32")
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 4
+            params[name] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype("float32")
+    data = _param("data", (batch, 3, 16, 16))
+    pv = {name: _param(name, shape) for name, shape in shapes.items()}
+    bb = relax.BlockBuilder()
+    op = relax.op
+    with bb.function("main", [data] + list(pv.values())):
+        with bb.dataflow():
+            x = bb.emit(op.nn.conv2d(data, pv["stem.weight"], padding=[1, 1, 1, 1]))
+            bn = bb.emit(op.nn.batch_norm(x, pv["bn.gamma"], pv["bn.beta"], pv["bn.mean"],
+                                          pv["bn.var"], axis=1, training=False))
+            x = bb.emit(relax.TupleGetItem(bn, 0))
+            x = bb.emit(op.nn.relu(x))
+            x = bb.emit(op.nn.max_pool2d(x, pool_size=[2, 2], strides=[2, 2]))
+            y = bb.emit(op.nn.conv2d(x, pv["block.conv1.weight"], padding=[1, 1, 1, 1]))
+            y = bb.emit(op.add(y, op.reshape(pv["block.conv1.bias"], [1, c, 1, 1])))
+            y = bb.emit(op.nn.relu(y))
+            y = bb.emit(op.nn.conv2d(y, pv["block.conv2.weight"], padding=[1, 1, 1, 1]))
+            y = bb.emit(op.add(y, op.reshape(pv["block.conv2.bias"], [1, c, 1, 1])))
+            x = bb.emit(op.add(x, y))
+            x = bb.emit(op.nn.relu(x))
+            x = bb.emit(op.mean(x, axis=[2, 3]))
+            x = bb.emit(op.matmul(x, op.permute_dims(pv["fc.weight"])))
+            x = bb.emit(op.add(x, pv["fc.bias"]))
+            out = bb.emit_output(x)
+        bb.emit_func_output(out)
+    return bb.get(), params
+
+
+def single_conv(weight: np.ndarray, bias: np.ndarray, in_shape, groups: int = 1, padding=(0, 0, 0, 0)):
+    """One conv2d + bias add; weights as parameters "conv.weight"/"conv.bias"."""
+    data = _param("data", tuple(in_shape))
+    w = _param("conv.weight", weight.shape)
+    b = _param("conv.bias", bias.shape)
+    bb = relax.BlockBuilder()
+    with bb.function("main", [data, w, b]):
+        with bb.dataflow():
+            x = bb.emit(relax.op.nn.conv2d(data, w, groups=groups, padding=list(padding)))
+            x = bb.emit(relax.op.add(x, relax.op.reshape(b, [1, weight.shape[0], 1, 1])))
+            out = bb.emit_output(x)
+        bb.emit_func_output(out)
+    return bb.get(), {"conv.weight": weight.astype("float32"), "conv.bias": bias.astype("float32")}

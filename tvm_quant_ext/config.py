@@ -1,0 +1,110 @@
+"""QConfig: the knobs of post-training quantization, named after relay.quantize's.
+
+Unknown keys are an error (relay silently ignored typos such as ``nbit_wieght``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Sequence, Tuple
+
+
+class QKind(str, Enum):
+    """What a quantization point quantizes; decides its bit width and scale rule."""
+
+    INPUT = "INPUT"            # the model input, quantized once at the entry
+    WEIGHT = "WEIGHT"          # a constant multiplied in a conv/matmul
+    BIAS = "BIAS"              # the constant added to a conv/matmul output, at scale s_in*s_w
+    ACTIVATION = "ACTIVATION"  # a computed tensor handed to the next quantized op
+
+
+BIAS_OVERFLOW_POLICIES = ("adjust", "zero_tiny", "clip", "error")
+MODES = ("simulate",)
+UNSUPPORTED_OP_POLICIES = ("float", "error")
+BIAS_BITS = (8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class QConfig:
+    """Quantization configuration.
+
+    nbit_input: bits of the tensors passed between layers (and of the model input).
+    nbit_weight: bits of conv/matmul weights.
+    nbit_bias: bits of the bias at accumulator scale s_in*s_w. 8 reproduces relay.quantize
+        (bias as its own 8-bit weight, shifted into the accumulator).
+    nbit_activation: bits of the accumulator (relay's name); the bias must fit in it.
+    calibrate_mode: observer for INPUT/ACTIVATION points ("max", "power2").
+    weight_scale: observer for WEIGHT points ("max", "power2").
+    per_channel: weight (and so bias) scales per output channel.
+    bias_overflow: what to do when round(b / (s_in*s_w)) does not fit in nbit_bias:
+        "adjust" raises that channel's weight scale until it fits (ONNX Runtime's rule),
+        "zero_tiny" zeroes channels with max|w| < tiny_weight_threshold and keeps their bias
+        exact (other overflowing channels are adjusted), "clip" saturates (the old failure),
+        "error" raises.
+    tiny_weight_threshold: max|w| under which "zero_tiny" zeroes a channel.
+    skip_layers: layer names (not positions) kept in float.
+    on_unsupported_op: "float" keeps ops with no rule in float and reports them; "error" raises.
+    mode: "simulate" (fake-quant in float that rounds and clips as integers would).
+    """
+
+    nbit_input: int = 8
+    nbit_weight: int = 8
+    nbit_bias: int = 32
+    nbit_activation: int = 32
+    calibrate_mode: str = "max"
+    weight_scale: str = "max"
+    per_channel: bool = True
+    bias_overflow: str = "adjust"
+    tiny_weight_threshold: float = 1e-6
+    skip_layers: Tuple[str, ...] = field(default_factory=tuple)
+    on_unsupported_op: str = "float"
+    mode: str = "simulate"
+
+    def __post_init__(self):
+        from calibrate import OBSERVERS  # the names the calibrate package implements
+
+        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
+        for key in ("nbit_input", "nbit_weight"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or not 2 <= value <= 16:
+                raise ValueError(f"QConfig.{key}={value!r}: expected an int in [2, 16]")
+        if self.nbit_bias not in BIAS_BITS:
+            raise ValueError(f"QConfig.nbit_bias={self.nbit_bias!r}: expected one of {BIAS_BITS}")
+        if self.nbit_activation not in (16, 32, 64):
+            raise ValueError(
+                f"QConfig.nbit_activation={self.nbit_activation!r}: the accumulator is 16, 32 or 64 bits")
+        if self.nbit_bias > self.nbit_activation:
+            raise ValueError(
+                f"QConfig.nbit_bias={self.nbit_bias} does not fit the accumulator "
+                f"nbit_activation={self.nbit_activation}; set nbit_activation={self.nbit_bias}")
+        for key in ("calibrate_mode", "weight_scale"):
+            if getattr(self, key) not in OBSERVERS:
+                raise ValueError(
+                    f"QConfig.{key}={getattr(self, key)!r}: expected one of {sorted(OBSERVERS)}")
+        _check_choice("bias_overflow", self.bias_overflow, BIAS_OVERFLOW_POLICIES)
+        _check_choice("on_unsupported_op", self.on_unsupported_op, UNSUPPORTED_OP_POLICIES)
+        _check_choice("mode", self.mode, MODES)
+        if not self.tiny_weight_threshold >= 0:
+            raise ValueError(f"QConfig.tiny_weight_threshold={self.tiny_weight_threshold!r} must be >= 0")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "QConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"unknown QConfig key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes) -> "QConfig":
+        return QConfig.from_dict({**dataclasses.asdict(self), **changes})
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["skip_layers"] = list(self.skip_layers)
+        return out
+
+
+def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"QConfig.{key}={value!r}: expected one of {list(choices)}")

@@ -1,0 +1,194 @@
+"""realize (simulate): replace each point by its quantization, computed as integers would.
+
+Activations: ``clip(floor(x / s + 0.5), -qmax, qmax) * s`` in the graph (round half up, the
+rounding of a fixed-point requantize). Weights and biases are constants: quantized here in
+numpy (``qmath``) and emitted as their dequantized values. A bias is its own kind: codes at
+``s_in * s_w`` (per channel) in ``nbit_bias`` bits, or relay.quantize's 8-bit rule, with the
+overflow policy applied and every change it makes recorded in the report.
+
+One rule per point kind, in ``REALIZE_RULES``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from calibrate import make_observer
+
+from ..config import QConfig, QKind
+from ..graph import BindingRewriter, GraphError, const_value, is_const, make_const
+from ..points import QPoint, QuantState, get_state, make_marker, parse_marker, set_state
+from .. import qmath
+
+
+@dataclass
+class LayerPlan:
+    """Final quantization of one layer's constants."""
+
+    weight_scale: np.ndarray
+    weight_codes: np.ndarray
+    zeroed: np.ndarray
+    bias: Optional[qmath.BiasQuant] = None
+
+
+@dataclass
+class RealizeContext:
+    config: QConfig
+    state: QuantState
+    weights: Dict[str, np.ndarray] = field(default_factory=dict)   # weight point -> value
+    biases: Dict[str, np.ndarray] = field(default_factory=dict)    # bias point -> value
+    plans: Dict[str, LayerPlan] = field(default_factory=dict)      # weight point -> plan
+    tap: bool = False
+
+
+RealizeRule = Callable[[RealizeContext, relax.BlockBuilder, relax.Expr, QPoint], relax.Expr]
+REALIZE_RULES: Dict[str, RealizeRule] = {}
+
+
+def register_realize(kind: QKind):
+    def wrap(rule: RealizeRule) -> RealizeRule:
+        REALIZE_RULES[kind.value] = rule
+        return rule
+
+    return wrap
+
+
+def _weight_scale(config: QConfig, point: QPoint, weight: np.ndarray) -> np.ndarray:
+    axis = point.axis if config.per_channel else None
+    observer = make_observer(config.weight_scale, point=point.id, axis=axis)
+    observer.observe(weight)
+    scale = np.asarray(observer.compute_scale(config.nbit_weight), np.float64)
+    channels = weight.shape[point.axis]
+    return np.broadcast_to(scale, (channels,)).copy()
+
+
+def _channel_absmax(weight: np.ndarray, axis: int) -> np.ndarray:
+    moved = np.moveaxis(np.abs(weight), axis, 0)
+    return moved.reshape(moved.shape[0], -1).max(axis=1)
+
+
+def plan_layers(ctx: RealizeContext) -> List[qmath.BiasAdjustment]:
+    """Weight scales, bias codes and overflow fixes for every layer, before any rewrite
+    (the bias rule may change a weight scale)."""
+    config, points = ctx.config, ctx.state.points
+    adjustments: List[qmath.BiasAdjustment] = []
+    bias_of = {p.weight_point: p for p in points.values() if p.kind == QKind.BIAS.value}
+    for pid, point in points.items():
+        if point.kind != QKind.WEIGHT.value:
+            continue
+        weight = ctx.weights[pid].astype(np.float64)
+        scale = _weight_scale(config, point, weight)
+        absmax = _channel_absmax(weight, point.axis)
+        bias_quant = None
+        bias_point = bias_of.get(pid)
+        if bias_point is not None:
+            input_scale = ctx.state.activation_scales[bias_point.input_point]
+            bias_quant = qmath.quantize_bias(
+                ctx.biases[bias_point.id], input_scale, scale, absmax,
+                nbit_bias=config.nbit_bias, nbit_accumulator=config.nbit_activation,
+                policy=config.bias_overflow, per_channel=config.per_channel,
+                tiny_weight_threshold=config.tiny_weight_threshold,
+                relay8_scale_mode=config.weight_scale, layer=point.layer)
+            scale = bias_quant.weight_scale
+            adjustments.extend(bias_quant.adjustments)
+        zeroed = bias_quant.zeroed if bias_quant is not None else np.zeros(len(scale), bool)
+        codes = qmath.quantize(weight, scale, config.nbit_weight, axis=point.axis)
+        if zeroed.any():
+            index = [slice(None)] * weight.ndim
+            index[point.axis] = zeroed
+            codes[tuple(index)] = 0
+        ctx.plans[pid] = LayerPlan(scale, codes, zeroed, bias_quant)
+    return adjustments
+
+
+def _scalar(value: float, dtype="float32"):
+    return relax.const(np.array(value, dtype), dtype)
+
+
+@register_realize(QKind.ACTIVATION)
+@register_realize(QKind.INPUT)
+def _realize_activation(ctx: RealizeContext, bb, tensor, point: QPoint):
+    scale = ctx.state.activation_scales.get(point.id)
+    if scale is None:
+        raise GraphError(f"point {point.id!r} has no calibrated scale: run calibrate first")
+    qmax = qmath.qmax_for(ctx.config.nbit_input)
+    s = _scalar(scale)
+    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, s), _scalar(0.5))),
+                    name_hint=f"{point.id}.codes")
+    codes = bb.emit(relax.op.clip(codes, -qmax, qmax), name_hint=f"{point.id}.clipped")
+    out = relax.op.multiply(codes, s)
+    if ctx.tap:  # let evaluation read the quantized tensor under the same id as the float one
+        out = make_marker(bb.emit(out, name_hint=f"{point.id}.dq"), point.id, point.kind)
+    return out
+
+
+@register_realize(QKind.WEIGHT)
+def _realize_weight(ctx: RealizeContext, bb, tensor, point: QPoint):
+    plan = ctx.plans[point.id]
+    value = qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=point.axis)
+    return make_const(value, tensor.ty.dtype)
+
+
+@register_realize(QKind.BIAS)
+def _realize_bias(ctx: RealizeContext, bb, tensor, point: QPoint):
+    plan = ctx.plans[point.weight_point]
+    value = plan.bias.accumulator_value.reshape(const_value(tensor).shape)
+    return make_const(value, tensor.ty.dtype)
+
+
+class _Realizer(BindingRewriter):
+    def __init__(self, ctx: RealizeContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def visit(self, var, value):
+        parsed = parse_marker(value)
+        if parsed is None:
+            return value
+        tensor, point_id, kind = parsed
+        point = self.ctx.state.points[point_id]
+        return REALIZE_RULES[kind](self.ctx, self.bb, tensor, point)
+
+
+def _collect_constants(mod, state: QuantState, ctx: RealizeContext):
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            parsed = parse_marker(binding.value)
+            if parsed is None:
+                continue
+            tensor, point_id, kind = parsed
+            if kind == QKind.WEIGHT.value:
+                ctx.weights[point_id] = const_value(tensor)
+            elif kind == QKind.BIAS.value:
+                ctx.biases[point_id] = const_value(tensor)
+
+
+def realize(mod: tvm.IRModule, config: Optional[QConfig] = None, tap: bool = False) -> tvm.IRModule:
+    """Calibrated module -> simulated quantized module (markers replaced), with a report.
+
+    ``tap=True`` keeps a marker after every activation quantization so an evaluation can
+    read the quantized tensors by point id (see ``tvm_quant_ext.evaluate``).
+    """
+    from ..report import build_report  # report imports realize's plan types
+
+    config = config or QConfig()
+    state = get_state(mod)
+    ctx = RealizeContext(config, state, tap=tap)
+    _collect_constants(mod, state, ctx)
+    adjustments = plan_layers(ctx)
+    out = _Realizer(ctx)(mod)
+    out = relax.transform.FoldConstant()(out)
+    state.report = build_report(config, state, ctx.plans, adjustments)
+    return set_state(out, state)
+
+
+def Realize(config: Optional[QConfig] = None, tap: bool = False):  # pylint: disable=invalid-name
+    @tvm.transform.module_pass(opt_level=0, name="Realize")
+    def _pass(mod, _ctx):
+        return realize(mod, config, tap)
+
+    return _pass

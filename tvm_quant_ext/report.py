@@ -1,0 +1,91 @@
+"""The quantization report: every point (id, kind, bits, scales) and every bias fix."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import numpy as np
+import tvm
+
+from .config import QConfig, QKind
+from .points import QuantState, get_state
+
+
+def _scale_repr(scale) -> object:
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    if scale.size == 1 or np.all(scale == scale[0]):
+        return float(scale[0])
+    return [float(s) for s in scale]
+
+
+def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict:
+    bits = {QKind.INPUT.value: config.nbit_input, QKind.ACTIVATION.value: config.nbit_input,
+            QKind.WEIGHT.value: config.nbit_weight, QKind.BIAS.value: config.nbit_bias}
+    rows = []
+    for pid, point in state.points.items():
+        row = {"id": pid, "kind": point.kind, "bits": bits[point.kind], "layer": point.layer,
+               "tensor": point.tensor}
+        if point.kind in (QKind.INPUT.value, QKind.ACTIVATION.value):
+            row["scale"] = state.activation_scales[pid]
+        elif point.kind == QKind.WEIGHT.value:
+            row["scale"] = _scale_repr(plans[pid].weight_scale)
+            row["per_channel"] = config.per_channel
+        else:
+            quant = plans[point.weight_point].bias
+            row["scale"] = _scale_repr(quant.scale)
+            row["accumulator_bits"] = config.nbit_activation
+            if config.nbit_bias == 8:
+                row["note"] = "8-bit code at its own scale, shifted into the accumulator (relay.quantize)"
+        rows.append(row)
+    return {
+        "config": config.to_dict(),
+        "points": rows,
+        "bias_adjustments": [a.to_dict() for a in adjustments],
+        "float_ops": list(state.float_ops),
+    }
+
+
+@dataclass
+class QuantReport:
+    config: dict
+    points: List[dict] = field(default_factory=list)
+    bias_adjustments: List[dict] = field(default_factory=list)
+    float_ops: List[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "points": self.points,
+                "bias_adjustments": self.bias_adjustments, "float_ops": self.float_ops}
+
+    def point(self, point_id: str) -> dict:
+        for row in self.points:
+            if row["id"] == point_id:
+                return row
+        raise KeyError(f"no quantization point {point_id!r}")
+
+    def summary(self) -> str:
+        counts: Dict[str, int] = {}
+        for row in self.points:
+            counts[row["kind"]] = counts.get(row["kind"], 0) + 1
+        lines = ["quantization points: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
+        actions: Dict[str, int] = {}
+        for adj in self.bias_adjustments:
+            actions[adj["action"]] = actions.get(adj["action"], 0) + 1
+        lines.append("bias overflow fixes: " + (", ".join(f"{k} {v}" for k, v in actions.items())
+                                                 or "none needed"))
+        for adj in self.bias_adjustments[:10]:
+            lines.append(f"  {adj['layer']} channel {adj['channel']}: {adj['action']}, bias "
+                         f"{adj['bias']:.4g}, weight scale {adj['old_weight_scale']:.3g} -> "
+                         f"{adj['new_weight_scale']:.3g}")
+        if len(self.bias_adjustments) > 10:
+            lines.append(f"  ... {len(self.bias_adjustments) - 10} more")
+        lines.append("kept in float: " + (", ".join(f"{f['tensor']} ({f['op']}: {f['reason']})"
+                                                     for f in self.float_ops) or "nothing"))
+        return "\n".join(lines)
+
+
+def get_report(mod: tvm.IRModule) -> QuantReport:
+    """The report of a module returned by ``tvm_quant_ext.quantize``."""
+    state = get_state(mod)
+    if state.report is None:
+        raise ValueError("module has not been realized: no report yet")
+    return QuantReport(**state.report)
