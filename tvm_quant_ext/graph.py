@@ -34,6 +34,7 @@ def const_value(expr) -> np.ndarray:
 
 
 def make_const(value: np.ndarray, dtype: str = "float32"):
+    dtype = str(dtype)
     return relax.const(np.ascontiguousarray(value).astype(dtype), dtype)
 
 

@@ -90,10 +90,13 @@ _SINK: List[Optional[Callable[[str, np.ndarray], None]]] = [None]
 
 @tvm.register_global_func(QPOINT_FUNC, override=True)
 def _qpoint_runtime(tensor, point_id, kind):  # pylint: disable=unused-argument
+    # Return a fresh tensor, never the argument: the VM may recycle the argument's storage
+    # after its last use while the result is still alive.
+    array = tensor.numpy()
     sink = _SINK[0]
     if sink is not None:
-        sink(str(point_id), tensor.numpy())
-    return tensor
+        sink(str(point_id), array)
+    return tvm.runtime.tensor(array, tensor.device)
 
 
 class collect_points:  # pylint: disable=invalid-name

@@ -84,20 +84,26 @@ def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
     return observers
 
 
+def attach_scales(mod: tvm.IRModule, observers: Dict[str, Observer], config: QConfig) -> tvm.IRModule:
+    """Store one scale per activation point (from its observer) on the module."""
+    state = get_state(mod)
+    for pid in (p.id for p in state.points.values()
+                if p.kind in (QKind.INPUT.value, QKind.ACTIVATION.value)):
+        observer = observers.get(pid)
+        if observer is None or observer.count == 0:
+            raise CalibrationError(f"quantization point {pid!r} was never reached during "
+                                   "calibration")
+        state.activation_scales[pid] = float(observer.compute_scale(config.nbit_input))
+    state.calibration = {"calibrate_mode": config.calibrate_mode,
+                         "batches": max((o.count for o in observers.values()), default=0)}
+    return set_state(mod, state)
+
+
 def calibrate(mod: tvm.IRModule, dataset: Iterable, config: Optional[QConfig] = None,
               target="llvm") -> tvm.IRModule:
     """Annotated module -> the same module carrying one scale per activation point."""
     config = config or QConfig()
-    observers = run_calibration(mod, dataset, config, target)
-    state = get_state(mod)
-    for pid, observer in observers.items():
-        if observer.count == 0:
-            raise CalibrationError(f"quantization point {pid!r} was never reached during "
-                                   "calibration")
-        state.activation_scales[pid] = float(observer.compute_scale(config.nbit_input))
-    state.calibration = {"calibrate_mode": config.calibrate_mode, "batches": observers and
-                         max(o.count for o in observers.values())}
-    return set_state(mod, state)
+    return attach_scales(mod, run_calibration(mod, dataset, config, target), config)
 
 
 def Calibrate(dataset: Iterable, config: Optional[QConfig] = None):  # pylint: disable=invalid-name

@@ -224,7 +224,8 @@ class _BiasCanonicalizer(BindingRewriter):
         axis = _channel_axis(layer) % len(out_shape)
         bshape = [-1] if op_name(layer) == "relax.matmul" else [
             -1 if i == axis else 1 for i in range(len(out_shape))]
-        return relax.op.add(new_layer, make_const(chain.bias.reshape(bshape)))
+        return self.emit(relax.op.add(new_layer, make_const(chain.bias.reshape(bshape))),
+                         f"{chain.layer_var.name}/bias")
 
 
 @tvm.transform.module_pass(opt_level=0, name="CanonicalizeBias")
@@ -242,6 +243,7 @@ def PrepareForQuantization(params: Optional[Dict[str, np.ndarray]] = None):  # p
     steps += [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
+        relax.transform.CanonicalizeBindings(),
         CanonicalizeBias,
         relax.transform.FoldConstant(),
     ]

@@ -1,0 +1,71 @@
+"""Observers in the calibrate package (numpy only)."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from calibrate import CalibrationError, MaxObserver, Power2Observer, make_observer
+
+values = st.floats(-1e4, 1e4, allow_nan=False, width=32)
+batches = arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 6)), elements=values)
+
+
+@given(batches, st.sampled_from(["max", "power2"]), st.integers(2, 16))
+def test_scale_positive_and_finite(batch, name, nbit):
+    obs = make_observer(name, point="p")
+    obs.observe(batch)
+    scale = obs.compute_scale(nbit)
+    assert np.all(scale > 0) and np.all(np.isfinite(scale))
+
+
+def test_all_zero_tensor_gets_a_usable_scale():
+    for name in ("max", "power2"):
+        obs = make_observer(name, point="zeros")
+        obs.observe(np.zeros((3, 3), np.float32))
+        assert obs.compute_scale(8) > 0
+
+
+@given(batches, batches)
+def test_merge_equals_sequential_observe(a, b):
+    one = MaxObserver("p")
+    one.observe(a)
+    one.observe(b)
+    left, right = MaxObserver("p"), MaxObserver("p")
+    left.observe(a)
+    right.observe(b)
+    left.merge(right)
+    assert np.array_equal(left.compute_scale(8), one.compute_scale(8))
+
+
+@given(arrays(np.float32, (3, 5), elements=values))
+def test_per_channel_equals_per_tensor_per_channel(batch):
+    per_channel = MaxObserver("p", axis=0)
+    per_channel.observe(batch)
+    for c in range(3):
+        single = MaxObserver("p")
+        single.observe(batch[c])
+        assert per_channel.compute_scale(8)[c] == single.compute_scale(8)
+
+
+@given(st.floats(1e-6, 1e6))
+def test_power2_threshold_is_power_of_two_and_covers_max(m):
+    obs = Power2Observer("p")
+    obs.observe(np.array([m, -m / 2], np.float64))
+    t = float(obs.compute_threshold())
+    assert t >= m * (1 - 1e-12) and np.log2(t) == np.round(np.log2(t))
+    assert obs.compute_scale(8) == t / 128
+
+
+def test_nan_and_inf_name_the_point():
+    obs = MaxObserver("block1.conv/relu")
+    with pytest.raises(CalibrationError, match="block1.conv/relu.*NaN"):
+        obs.observe(np.array([1.0, np.nan]))
+    with pytest.raises(CalibrationError, match="block1.conv/relu.*Inf"):
+        obs.observe(np.array([np.inf]))
+
+
+def test_no_data_and_unknown_name():
+    with pytest.raises(CalibrationError, match="no calibration data"):
+        MaxObserver("p").compute_scale(8)
+    with pytest.raises(ValueError, match="unknown calibrator 'kl2'"):
+        make_observer("kl2", point="p")

@@ -1,0 +1,191 @@
+"""The passes end to end on small Relax graphs (LLVM CPU)."""
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_quant_ext as tq
+from tvm_quant_ext import QConfig, passes, qmath
+from tvm_quant_ext.points import get_state
+from calibrate import CalibrationError
+
+from graphs import single_conv, tiny_resnet
+
+
+def _quantize_single(weight, bias, x_calib, config, groups=1):
+    mod, params = single_conv(weight, bias, x_calib.shape, groups=groups)
+    qmod = tq.quantize(mod, params, dataset=[x_calib], config=config)
+    return mod, params, qmod
+
+
+def _reference(mod, params, x):
+    bound = relax.transform.BindParams("main", params)(mod)
+    return tq.build(bound)(x)
+
+
+def test_onnxruntime_tiny_weight_case_clip_collapses_and_adjust_recovers():
+    # ONNX Runtime's report: bias [5, -4.5], input scale 0.5, weight scale 7.843e-10.
+    rng = np.random.default_rng(0)
+    weight = (rng.uniform(-1, 1, (2, 1, 1, 1)) * 1e-7).astype("float32")
+    weight[:, 0, 0, 0] = [1e-7, -1e-7]  # max|w| = 1e-7 -> weight scale 1e-7 / 127 = 7.87e-10
+    bias = np.array([5.0, -4.5], "float32")
+    x = rng.uniform(-63.5, 63.5, (1, 1, 4, 4)).astype("float32")
+    x[0, 0, 0, 0] = 63.5  # input scale 63.5 / 127 = 0.5
+    ref = _reference(*single_conv(weight, bias, x.shape), x)
+
+    _, _, clipped = _quantize_single(weight, bias, x, QConfig(bias_overflow="clip"))
+    out_clip = tq.build(clipped)(x)
+    assert abs(out_clip[0, 0].mean()) < 1.0, "clip should reproduce the collapse"
+    assert qmath.snr_db(ref, out_clip) < 5
+
+    _, _, adjusted = _quantize_single(weight, bias, x, QConfig(bias_overflow="adjust"))
+    out = tq.build(adjusted)(x)
+    assert out[0, 0].min() >= 4.9
+    assert qmath.snr_db(ref, out) >= 50
+    report = tq.get_report(adjusted)
+    assert report.point("data")["scale"] == pytest.approx(0.5)
+    adj = report.bias_adjustments
+    assert [(a["layer"], a["channel"], a["action"]) for a in adj] == [
+        ("conv", 0, "adjusted"), ("conv", 1, "adjusted")]
+    assert adj[0]["old_weight_scale"] == pytest.approx(1e-7 / 127, rel=1e-5)
+    assert adj[0]["new_weight_scale"] == pytest.approx(5.0 / (0.5 * (2**31 - 1)), rel=1e-6)
+
+    with pytest.raises(tq.BiasOverflowError, match="layer 'conv' channel 0"):
+        _quantize_single(weight, bias, x, QConfig(bias_overflow="error"))
+
+
+def test_samsung_one_case_16bit_activations_64bit_bias():
+    # ONE: MobileNetV2 first conv, tiny weights, 16-bit activations: bias -1.2156529 came
+    # back as -7e-9 after saturating. With a 64-bit bias it must survive.
+    rng = np.random.default_rng(1)
+    weight = (rng.uniform(-1, 1, (3, 3, 3, 3)) * 1e-11).astype("float32")
+    bias = np.array([-1.2156529, 0.25, 0.8], "float32")
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype("float32")
+    config = QConfig(nbit_input=16, nbit_bias=64, nbit_activation=64, bias_overflow="error")
+    mod, params, qmod = _quantize_single(weight, bias, x, config)
+    out = tq.build(qmod)(x)
+    np.testing.assert_allclose(out[0, :, 0, 0], bias, atol=1e-4)
+    assert tq.get_report(qmod).bias_adjustments == []
+    # the same layer with a 32-bit bias does not fit: the error says where
+    with pytest.raises(tq.BiasOverflowError, match="layer 'conv' channel 0"):
+        _quantize_single(weight, bias, x, config.replace(nbit_bias=32, nbit_activation=32))
+
+
+def test_depthwise_tiny_channel_per_channel_beats_per_tensor():
+    rng = np.random.default_rng(2)
+    weight = rng.standard_normal((4, 1, 3, 3)).astype("float32")
+    weight[2] *= 1e-3  # one nearly dead channel
+    bias = np.array([0.1, -0.2, 0.003, 0.05], "float32")
+    x = rng.standard_normal((1, 4, 10, 10)).astype("float32")
+    ref = _reference(*single_conv(weight, bias, x.shape, groups=4), x)
+    snr = {}
+    for per_channel in (True, False):
+        _, _, qmod = _quantize_single(weight, bias, x, QConfig(per_channel=per_channel), groups=4)
+        out = tq.build(qmod)(x)
+        snr[per_channel] = qmath.snr_db(ref[0, 2] - bias[2], out[0, 2] - bias[2])
+        scales = tq.get_report(qmod).point("conv.weight")["scale"]
+        assert isinstance(scales, list) == per_channel
+    assert snr[True] > 25
+    assert snr[True] > snr[False] + 20
+
+
+def test_kinds_on_small_resnet():
+    mod, params = tiny_resnet()
+    annotated = passes.annotate(passes.prepare(mod, params), QConfig())
+    points = get_state(annotated).points
+    kinds = {pid: p.kind for pid, p in points.items()}
+    assert kinds["data"] == "INPUT"
+    for layer in ("stem", "block_conv1", "block_conv2", "fc"):
+        assert kinds[f"{layer}.weight"] == "WEIGHT"
+        assert kinds[f"{layer}.bias"] == "BIAS"  # stem's bias is the folded BatchNorm shift
+    assert points["fc.bias"].input_point == "stem/mean"
+    assert points["block_conv2.bias"].weight_point == "block_conv2.weight"
+    # the residual add reads two 8-bit tensors and is no BIAS: the conv branch through an
+    # ACTIVATION point, the shortcut through max pool, which keeps its input point's grid
+    from tvm_quant_ext.points import parse_marker
+    values = {b.var.name: b.value for b in annotated["main"].body.blocks[0].bindings}
+    shortcut, branch = values["stem/add"].args
+    assert parse_marker(values[branch.name])[1:] == ("block_conv2/bias", "ACTIVATION")
+    assert parse_marker(values[values[shortcut.name].args[0].name])[1:] == ("stem/relu", "ACTIVATION")
+    assert sorted(kinds.values()).count("BIAS") == 4
+    assert all(p.layer != "stem/add" for p in points.values() if p.kind == "BIAS")
+
+
+def test_prepare_keeps_float_results_and_folds_batchnorm():
+    mod, params = tiny_resnet()
+    prepared = passes.prepare(mod, params)
+    ops = [b.value.op.name for b in prepared["main"].body.blocks[0].bindings
+           if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)]
+    assert "relax.nn.batch_norm" not in ops and ops.count("relax.nn.conv2d") == 3
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype("float32")
+    np.testing.assert_allclose(tq.build(prepared)(x), _reference(mod, params, x), rtol=1e-4, atol=1e-5)
+
+
+def test_simulate_matches_numpy_reference():
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((3, 2, 1, 1)).astype("float32")
+    bias = rng.standard_normal(3).astype("float32")
+    x = rng.standard_normal((1, 2, 5, 5)).astype("float32")
+    _, _, qmod = _quantize_single(weight, bias, x, QConfig())
+    report = tq.get_report(qmod)
+    s_in = report.point("data")["scale"]
+    s_w = np.array(report.point("conv.weight")["scale"])
+    xq = qmath.fake_quant(x, s_in, 8)
+    wq = qmath.fake_quant(weight, s_w, 8, axis=0)
+    bq = qmath.quantize_bias(bias, s_in, s_w, np.abs(weight).reshape(3, -1).max(1), nbit_bias=32)
+    expect = np.einsum("oc,nchw->nohw", wq[:, :, 0, 0], xq) + bq.accumulator_value.reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(tq.build(qmod)(x), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_name_what_is_wrong():
+    mod, params = tiny_resnet()
+    x = np.ones((1, 3, 16, 16), "float32")
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(CalibrationError, match="'data'.*NaN"):
+        tq.quantize(mod, params, dataset=[bad])
+    with pytest.raises(CalibrationError, match="empty"):
+        tq.quantize(mod, params, dataset=[])
+    with pytest.raises(TypeError, match="nbit_wieght"):
+        QConfig(nbit_wieght=8)
+    with pytest.raises(TypeError, match="calib_mode"):
+        QConfig.from_dict({"calib_mode": "max"})
+    with pytest.raises(ValueError, match="nbit_bias=12"):
+        QConfig(nbit_bias=12)
+    with pytest.raises(ValueError, match="skip_layers.*'stemm'"):
+        tq.quantize(mod, params, dataset=[x], config=QConfig(skip_layers=("stemm",)))
+    with pytest.raises(ValueError, match="input 'data'.*shape"):
+        tq.quantize(mod, params, dataset=[np.ones((1, 3, 8, 8), "float32")])
+
+
+def _sigmoid_model():
+    data = relax.Var("data", relax.TensorType((1, 4), "float32"))
+    w = relax.Var("fc.weight", relax.TensorType((4, 4), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [data, w]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(data, w))
+            y = bb.emit(relax.op.sigmoid(y))
+            y = bb.emit(relax.op.matmul(y, w))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), {"fc.weight": np.eye(4, dtype="float32")}
+
+
+def test_unsupported_op_float_or_error():
+    mod, params = _sigmoid_model()
+    x = np.linspace(-1, 1, 4, dtype="float32").reshape(1, 4)
+    qmod = tq.quantize(mod, params, dataset=[x])
+    float_ops = tq.get_report(qmod).float_ops
+    assert [(f["op"], f["tensor"]) for f in float_ops] == [("relax.sigmoid", "fc/sigmoid")]
+    with pytest.raises(tq.UnsupportedOpError, match="relax.sigmoid.*'fc/sigmoid'"):
+        tq.quantize(mod, params, dataset=[x], config=QConfig(on_unsupported_op="error"))
+
+
+def test_skip_layers_by_name_keeps_layer_float():
+    mod, params = tiny_resnet()
+    x = np.random.default_rng(5).standard_normal((2, 1, 3, 16, 16)).astype("float32")
+    qmod = tq.quantize(mod, params, dataset=list(x), config=QConfig(skip_layers=("stem",)))
+    report = tq.get_report(qmod)
+    assert not any(p["layer"] == "stem" and p["kind"] == "WEIGHT" for p in report.points)
+    assert {"tensor": "stem", "op": "relax.nn.conv2d", "reason": "in QConfig.skip_layers"} in report.float_ops

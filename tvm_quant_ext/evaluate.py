@@ -1,0 +1,177 @@
+"""Evaluate quantized models against fp32 on real data: top-1, agreement, SNR per layer.
+
+One pass over the evaluation images runs the fp32 model and every quantized configuration
+on the same batch; layer SNRs compare tensors by point id (markers left in both modules),
+accumulated as running sums so no activation outlives its batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import passes
+from .build import build
+from .config import QConfig
+from .points import collect_points
+from .report import QuantReport, get_report
+
+
+@dataclass
+class EvalRow:
+    model: str
+    nbit_bias: int
+    calibrate_mode: str
+    per_channel: bool
+    fp32_top1: int           # correct top-1 among the labeled images
+    quant_top1: int
+    n_labeled: int
+    n_images: int            # images compared with fp32 (labeled + unlabeled held-out)
+    agreement: float         # fraction of images whose top-1 equals fp32's
+    snr_db: float            # output SNR against fp32 over all evaluated images
+    worst_layers: List[tuple] = field(default_factory=list)  # (point id, SNR dB), worst first
+    per_set: Dict[str, dict] = field(default_factory=dict)
+    report: Optional[QuantReport] = None
+
+    def json_row(self) -> dict:
+        return {
+            "model": self.model, "nbit_bias": self.nbit_bias,
+            "calibrate_mode": self.calibrate_mode, "per_channel": self.per_channel,
+            "fp32_top1": self.fp32_top1, "quant_top1": self.quant_top1,
+            "n_labeled": self.n_labeled, "n_images": self.n_images,
+            "agreement": round(self.agreement, 4), "snr_db": round(self.snr_db, 2),
+            "worst_layers": [[name, round(snr, 2)] for name, snr in self.worst_layers],
+            "per_set": self.per_set,
+            "bias_adjustments": len(self.report.bias_adjustments) if self.report else 0,
+        }
+
+
+class _Sums:
+    def __init__(self):
+        self.signal: Dict[str, float] = {}
+        self.noise: Dict[str, float] = {}
+
+    def add(self, key, ref, test):
+        ref = ref.astype(np.float64)
+        self.signal[key] = self.signal.get(key, 0.0) + float(np.sum(ref**2))
+        self.noise[key] = self.noise.get(key, 0.0) + float(np.sum((ref - test) ** 2))
+
+    def snr(self, key) -> float:
+        noise, signal = self.noise[key], self.signal[key]
+        if noise == 0:
+            return float("inf")
+        return float(10 * np.log10(max(signal, 1e-300) / noise))
+
+
+def _run_tapped(model, batch):
+    taps: Dict[str, np.ndarray] = {}
+
+    def sink(point_id, array):
+        taps[point_id] = array
+
+    with collect_points(sink):
+        out = model(batch)
+    return (out[0] if isinstance(out, tuple) else out), taps
+
+
+def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: bool = True,
+             log=print, eval_sets: Optional[Sequence[str]] = None,
+             limit: Optional[int] = None) -> List[EvalRow]:
+    """Quantize ``zoo_model`` with each config and compare with fp32 on its eval sets
+    (all of them, or those named in ``eval_sets``; at most ``limit`` images per set)."""
+    known = [s.name for s in zoo_model.eval_sets]
+    unknown = sorted(set(eval_sets or ()) - set(known))
+    if unknown:
+        raise ValueError(f"{zoo_model.name}: unknown eval set(s) {unknown}; known: {known}")
+    prepared = passes.prepare(zoo_model.mod, zoo_model.params)
+    batch = zoo_model.batch_size
+    calib = [zoo_model.calib[i:i + batch] for i in range(0, len(zoo_model.calib) - batch + 1, batch)]
+    annotated_cache, observer_cache, quantized = {}, {}, []
+    for config in configs:
+        akey = (config.skip_layers, config.on_unsupported_op)
+        if akey not in annotated_cache:
+            annotated_cache[akey] = passes.annotate(prepared, config)
+        annotated = annotated_cache[akey]
+        ckey = akey + (config.calibrate_mode, config.nbit_input)
+        if ckey not in observer_cache:
+            log(f"[{zoo_model.name}] calibrating ({config.calibrate_mode}) on {len(zoo_model.calib)} images")
+            observer_cache[ckey] = passes.run_calibration(annotated, calib, config, target)
+        calibrated = passes.attach_scales(annotated, observer_cache[ckey], config)
+        realized = passes.realize(calibrated, config, tap=True)
+        quantized.append((config, build(realized, target), get_report(realized)))
+    fp32 = build(next(iter(annotated_cache.values())), target)  # markers are identity taps
+
+    n = len(quantized)
+    correct_fp32, correct_q = 0, [0] * n
+    agree = [0] * n
+    labeled = total = 0
+    out_sums = [_Sums() for _ in range(n)]
+    layer_sums = [_Sums() for _ in range(n)]
+    per_set = [dict() for _ in range(n)]
+    iterator = _progress(zoo_model, progress, eval_sets, limit)
+    for set_name, images, labels in iterator:
+        for start in range(0, len(images) - batch + 1, batch):
+            x = images[start:start + batch]
+            ref, ref_taps = _run_tapped(fp32, x)
+            ref_top = ref.reshape(batch, -1).argmax(axis=1)
+            y = None if labels is None else labels[start:start + batch]
+            if y is not None:
+                correct_fp32 += int(np.sum(ref_top == y))
+                labeled += batch
+            total += batch
+            for k, (config, model, _) in enumerate(quantized):
+                out, taps = _run_tapped(model, x)
+                top = out.reshape(batch, -1).argmax(axis=1)
+                stats = per_set[k].setdefault(set_name, {"n": 0, "agree": 0, "fp32_top1": 0,
+                                                         "quant_top1": 0})
+                stats["n"] += batch
+                stats["agree"] += int(np.sum(top == ref_top))
+                agree[k] += int(np.sum(top == ref_top))
+                if y is not None:
+                    correct_q[k] += int(np.sum(top == y))
+                    stats["quant_top1"] += int(np.sum(top == y))
+                    stats["fp32_top1"] += int(np.sum(ref_top == y))
+                out_sums[k].add("out", ref, out)
+                for pid, value in taps.items():
+                    if pid in ref_taps:
+                        layer_sums[k].add(pid, ref_taps[pid], value)
+    rows = []
+    for k, (config, _, report) in enumerate(quantized):
+        layers = sorted(((pid, layer_sums[k].snr(pid)) for pid in layer_sums[k].signal),
+                        key=lambda item: item[1])
+        rows.append(EvalRow(
+            model=zoo_model.name, nbit_bias=config.nbit_bias, calibrate_mode=config.calibrate_mode,
+            per_channel=config.per_channel, fp32_top1=correct_fp32, quant_top1=correct_q[k],
+            n_labeled=labeled, n_images=total, agreement=agree[k] / max(total, 1),
+            snr_db=out_sums[k].snr("out"), worst_layers=layers[:3], per_set=per_set[k],
+            report=report))
+    return rows
+
+
+def _progress(zoo_model, progress, names, limit):
+    sets = [(s.name, s.images[:limit], None if s.labels is None else s.labels[:limit])
+            for s in zoo_model.eval_sets if names is None or s.name in names]
+    if not progress:
+        return sets
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return sets
+    return tqdm(sets, desc=f"{zoo_model.name} eval", unit="set")
+
+
+def format_table(rows: Sequence[EvalRow]) -> str:
+    head = ("| model | config | fp32 top-1 | quant top-1 | agreement with fp32 | output SNR (dB) "
+            "| worst layers by SNR (dB) |")
+    lines = [head, "|" + "---|" * 7]
+    for r in rows:
+        config = (f"int8 {'per-channel' if r.per_channel else 'per-tensor'}, {r.calibrate_mode}, "
+                  f"{r.nbit_bias}-bit bias")
+        worst = ", ".join(f"{name} {snr:.1f}" for name, snr in r.worst_layers)
+        lines.append(
+            f"| {r.model} | {config} | {r.fp32_top1}/{r.n_labeled} ({100 * r.fp32_top1 / max(r.n_labeled, 1):.2f}%) "
+            f"| {r.quant_top1}/{r.n_labeled} ({100 * r.quant_top1 / max(r.n_labeled, 1):.2f}%) "
+            f"| {round(r.agreement * r.n_images)}/{r.n_images} ({100 * r.agreement:.1f}%) "
+            f"| {r.snr_db:.1f} | {worst} |")
+    return "\n".join(lines)
