@@ -72,3 +72,33 @@ def single_conv(weight: np.ndarray, bias: np.ndarray, in_shape, groups: int = 1,
             out = bb.emit_output(x)
         bb.emit_func_output(out)
     return bb.get(), {"conv.weight": weight.astype("float32"), "conv.bias": bias.astype("float32")}
+
+
+def mixed_ops(seed: int = 0):
+    """Every annotate rule at least once: grouped/strided/dilated conv with asymmetric padding,
+    ReLU6 clip, avg pool, concat, global average pool, flatten, dense."""
+    rng = np.random.default_rng(seed)
+    shapes = {"a.weight": (8, 3, 3, 3), "a.bias": (8,), "dw.weight": (8, 1, 3, 3),
+              "b.weight": (4, 8, 1, 1), "fc.weight": (5, 12), "fc.bias": (5,)}
+    params = {k: (rng.standard_normal(s) * 0.3).astype("float32") for k, s in shapes.items()}
+    data = _param("data", (1, 3, 17, 17))
+    pv = {name: _param(name, shape) for name, shape in shapes.items()}
+    bb = relax.BlockBuilder()
+    op = relax.op
+    with bb.function("main", [data] + list(pv.values())):
+        with bb.dataflow():
+            x = bb.emit(op.nn.conv2d(data, pv["a.weight"], strides=[2, 2], padding=[0, 0, 1, 1]))
+            x = bb.emit(op.add(x, op.reshape(pv["a.bias"], [1, 8, 1, 1])))
+            x = bb.emit(op.clip(x, 0.0, 6.0))
+            d = bb.emit(op.nn.conv2d(x, pv["dw.weight"], groups=8, padding=[2, 2, 2, 2], dilation=[2, 2]))
+            d = bb.emit(op.nn.relu(d))
+            p = bb.emit(op.nn.avg_pool2d(d, pool_size=[3, 3], strides=[1, 1], padding=[1, 1, 1, 1]))
+            b = bb.emit(op.nn.conv2d(p, pv["b.weight"]))
+            c = bb.emit(op.concat([x, b], axis=1))
+            g = bb.emit(op.nn.adaptive_avg_pool2d(c, output_size=[1, 1]))
+            f = bb.emit(op.reshape(g, [1, 12]))
+            y = bb.emit(op.matmul(f, op.permute_dims(pv["fc.weight"])))
+            y = bb.emit(op.add(y, pv["fc.bias"]))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), params

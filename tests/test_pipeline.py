@@ -189,3 +189,19 @@ def test_skip_layers_by_name_keeps_layer_float():
     report = tq.get_report(qmod)
     assert not any(p["layer"] == "stem" and p["kind"] == "WEIGHT" for p in report.points)
     assert {"tensor": "stem", "op": "relax.nn.conv2d", "reason": "in QConfig.skip_layers"} in report.float_ops
+
+
+def test_every_rule_on_a_mixed_graph():
+    from graphs import mixed_ops
+
+    mod, params = mixed_ops()
+    rng = np.random.default_rng(6)
+    calib = [rng.standard_normal((1, 3, 17, 17)).astype("float32") for _ in range(8)]
+    qmod = tq.quantize(mod, params, dataset=calib)
+    report = tq.get_report(qmod)
+    assert report.float_ops == []
+    kinds = {p["id"]: p["kind"] for p in report.points}
+    assert kinds["a.bias"] == "BIAS" and kinds["dw.weight"] == "WEIGHT" and kinds["fc.bias"] == "BIAS"
+    assert "dw.bias" not in kinds and "b.bias" not in kinds  # no bias, no BIAS point
+    x = rng.standard_normal((1, 3, 17, 17)).astype("float32")
+    assert qmath.snr_db(_reference(mod, params, x), tq.build(qmod)(x)) > 25

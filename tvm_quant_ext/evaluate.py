@@ -109,9 +109,13 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
     out_sums = [_Sums() for _ in range(n)]
     layer_sums = [_Sums() for _ in range(n)]
     per_set = [dict() for _ in range(n)]
-    iterator = _progress(zoo_model, progress, eval_sets, limit)
-    for set_name, images, labels in iterator:
+    sets = [(s.name, s.images[:limit], None if s.labels is None else s.labels[:limit])
+            for s in zoo_model.eval_sets if eval_sets is None or s.name in eval_sets]
+    bar = _progress_bar(sum(len(images) // batch * batch for _, images, _ in sets),
+                        f"{zoo_model.name}: fp32 + {n} quantized", progress)
+    for set_name, images, labels in sets:
         for start in range(0, len(images) - batch + 1, batch):
+            bar.update(batch)
             x = images[start:start + batch]
             ref, ref_taps = _run_tapped(fp32, x)
             ref_top = ref.reshape(batch, -1).argmax(axis=1)
@@ -136,6 +140,7 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
                 for pid, value in taps.items():
                     if pid in ref_taps:
                         layer_sums[k].add(pid, ref_taps[pid], value)
+    bar.close()
     rows = []
     for k, (config, _, report) in enumerate(quantized):
         layers = sorted(((pid, layer_sums[k].snr(pid)) for pid in layer_sums[k].signal),
@@ -149,16 +154,20 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
     return rows
 
 
-def _progress(zoo_model, progress, names, limit):
-    sets = [(s.name, s.images[:limit], None if s.labels is None else s.labels[:limit])
-            for s in zoo_model.eval_sets if names is None or s.name in names]
-    if not progress:
-        return sets
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return sets
-    return tqdm(sets, desc=f"{zoo_model.name} eval", unit="set")
+class _NoBar:
+    def update(self, _n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img")
 
 
 def format_table(rows: Sequence[EvalRow]) -> str:

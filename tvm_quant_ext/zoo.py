@@ -464,13 +464,18 @@ def _mnist_data(root: str) -> Tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def _cached_relax(name: str, torch_model, weights_path: str, input_shape, root: str):
+    """(mod, params, input name) from the cached optimized ONNX, exported on first use."""
+    onnx_path = os.path.join(root, f"{name}_b{input_shape[0]}_{_fingerprint(weights_path)}.onnx")
+    if not os.path.exists(onnx_path):
+        _export_optimized_onnx(torch_model, np.zeros(input_shape, np.float32), onnx_path)
+    return _onnx_to_relax(onnx_path)
+
+
 def _load_mnist(batch_size: int, root: str) -> ZooModel:
     torch_model, wpath = _mnist_torch_model()
     images, labels = _mnist_data(root)
-    onnx_path = os.path.join(root, f"mnist_cnn_b{batch_size}_{_fingerprint(wpath)}.onnx")
-    if not os.path.exists(onnx_path):
-        _export_optimized_onnx(torch_model, np.zeros((batch_size, 1, 28, 28), np.float32), onnx_path)
-    mod, params, input_name = _onnx_to_relax(onnx_path)
+    mod, params, input_name = _cached_relax("mnist_cnn", torch_model, wpath, (batch_size, 1, 28, 28), root)
     calib_idx = np.arange(0, len(images), 25)  # 200 images, 20 per class (file sorted by label)
     rest = np.setdiff1d(np.arange(len(images)), calib_idx)
     return ZooModel(
@@ -579,10 +584,8 @@ def _lite0_data(root: str):
 def _load_lite0(batch_size: int, root: str) -> ZooModel:
     torch_model, wpath = _lite0_torch_model()
     data = _lite0_data(root)
-    onnx_path = os.path.join(root, f"efficientnet_lite0_b{batch_size}_{_fingerprint(wpath)}.onnx")
-    if not os.path.exists(onnx_path):
-        _export_optimized_onnx(torch_model, np.zeros((batch_size, 3, 224, 224), np.float32), onnx_path)
-    mod, params, input_name = _onnx_to_relax(onnx_path)
+    mod, params, input_name = _cached_relax("efficientnet_lite0", torch_model, wpath,
+                                            (batch_size, 3, 224, 224), root)
     return ZooModel(
         name="efficientnet_lite0",
         mod=mod,
