@@ -55,6 +55,9 @@ def cmd_demo(args) -> int:
           "20 foolbox ImageNet images). Agreement and SNR: every evaluated image (Lite0: + 50 "
           "held-out ai-benchmark photos; calibration used photos 0-49).")
     for row in rows:
+        sets = "; ".join(f"{name} {v['agree']}/{v['n']}" for name, v in row.per_set.items())
+        print(f"{row.model} ({row.nbit_bias}-bit bias) agreement with fp32 per set: {sets}")
+    for row in rows:
         if row.report is not None and row.report.bias_adjustments:
             adj = row.report.bias_adjustments
             layers = sorted({a["layer"] for a in adj})

@@ -1,0 +1,21 @@
+import json
+
+from tvm_quant_ext import cli
+
+
+def test_eval_json_rows(capsys):
+    assert cli.main(["eval", "--model", "mnist_cnn", "--nbit-bias", "32", "--calibrate-mode", "max",
+                     "--per-tensor", "--limit", "100", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1
+    row = rows[0]
+    for key in ("model", "nbit_bias", "calibrate_mode", "per_channel", "fp32_top1", "quant_top1",
+                "n_images", "agreement", "snr_db"):
+        assert key in row
+    assert row["model"] == "mnist_cnn" and row["per_channel"] is False and row["n_images"] == 100
+    assert 0.9 <= row["agreement"] <= 1.0 and row["snr_db"] > 20
+
+
+def test_bad_option_is_a_clear_error(capsys):
+    assert cli.main(["eval", "--model", "mnist_cnn", "--calibrate-mode", "kl9", "--limit", "100"]) == 2
+    assert "calibrate_mode='kl9'" in capsys.readouterr().err
