@@ -185,10 +185,13 @@ def test_unsupported_op_float_or_error():
 def test_skip_layers_by_name_keeps_layer_float():
     mod, params = tiny_resnet()
     x = np.random.default_rng(5).standard_normal((2, 1, 3, 16, 16)).astype("float32")
-    qmod = tq.quantize(mod, params, dataset=list(x), config=QConfig(skip_layers=("stem",)))
+    qmod = tq.quantize(mod, params, dataset=list(x),
+                       config=QConfig(skip_layers=("stem", "block.conv2")))  # torch-style name
     report = tq.get_report(qmod)
-    assert not any(p["layer"] == "stem" and p["kind"] == "WEIGHT" for p in report.points)
+    assert not any(p["layer"] in ("stem", "block_conv2") and p["kind"] == "WEIGHT"
+                   for p in report.points)
     assert {"tensor": "stem", "op": "relax.nn.conv2d", "reason": "in QConfig.skip_layers"} in report.float_ops
+    assert "block_conv1.weight" in {p["id"] for p in report.points}
 
 
 def test_every_rule_on_a_mixed_graph():

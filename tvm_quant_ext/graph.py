@@ -104,6 +104,9 @@ class BindingRewriter:
     def visit(self, var: relax.Var, value):
         return value
 
+    def bound(self, old_var: relax.Var, new_var: relax.Var) -> None:
+        """Hook: ``old_var``'s binding now lives on as ``new_var``."""
+
     def finish(self, result):
         """Hook for the function result (e.g. to append extra outputs)."""
         return result
@@ -122,10 +125,10 @@ class BindingRewriter:
                     new_value = self.visit(binding.var, value)
                     if new_value is None:  # the binding was absorbed into another one
                         continue
-                    if isinstance(new_value, relax.Var):
-                        self.remap[binding.var] = new_value
-                    else:
-                        self.remap[binding.var] = self.emit(new_value, binding.var.name)
+                    if not isinstance(new_value, relax.Var):
+                        new_value = self.emit(new_value, binding.var.name)
+                    self.remap[binding.var] = new_value
+                    self.bound(binding.var, new_value)
                 result = self.finish(substitute(func.body.body, self.remap))
                 out = self.bb.emit_output(result)
             self.bb.emit_func_output(out)

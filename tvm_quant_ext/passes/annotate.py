@@ -64,7 +64,7 @@ class AnnotateContext(BindingRewriter):
         self.layer_output: Dict[relax.Var, _LayerOutput] = {}
         self.float_ops: List[Dict[str, str]] = []
         self.layers: List[str] = []
-        self._current: Optional[relax.Var] = None
+        self._deferred = None  # (what, payload) a rule said about the output being bound
 
     # -- what rules call ----------------------------------------------------------------
     def _add_point(self, point: QPoint, expr) -> relax.Var:
@@ -120,7 +120,7 @@ class AnnotateContext(BindingRewriter):
         return call
 
     def skipped(self, layer: str) -> bool:
-        return layer in self.config.skip_layers
+        return layer in _binding_names(self.config.skip_layers)
 
     # -- the walk ---------------------------------------------------------------------------
     def visit(self, var, value):
@@ -135,37 +135,26 @@ class AnnotateContext(BindingRewriter):
                     "tvm_quant_ext.passes.register_annotate, or set on_unsupported_op='float' "
                     "to keep it in float")
             return self.keep_float(var.name, value, "no quantization rule for this op")
-        self._current = var
+        self._deferred = None
         return rule(self, var.name, value)
 
-    def emit(self, value, name):
-        new_var = super().emit(value, name)
-        if self._current is not None and name == self._current.name:
-            self._pending(new_var)
-        return new_var
-
-    # state set by rules for the binding being visited is attached when it is emitted
-    _deferred: Dict[str, object]
-
-    def _pending(self, new_var):
-        state = getattr(self, "_deferred", None)
-        if state:
-            kind, payload = state
+    def bound(self, old_var, new_var):
+        # What the rule said about its output attaches to the variable it was bound to.
+        if self._deferred is not None:
+            kind, payload = self._deferred
             if kind == "int":
                 self.int_point[new_var] = payload
-            elif kind == "layer":
+            else:
                 self.layer_output[new_var] = payload
             self._deferred = None
 
     def set_int(self, point: str):
+        """The output of the op being annotated lies on ``point``'s grid."""
         self._deferred = ("int", point)
 
     def set_layer_output(self, out: _LayerOutput):
+        """The output of the op being annotated is a conv/matmul accumulator."""
         self._deferred = ("layer", out)
-
-    def rewrite_function(self, func):
-        self._deferred = None
-        return super().rewrite_function(func)
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -266,11 +255,18 @@ def _annotate_concat(ctx: AnnotateContext, name: str, call):
     return relax.Call(call.op, [quantized] + list(call.args[1:]), call.attrs, list(call.ty_args))
 
 
+def _binding_names(names):
+    """Layer names as Relax binding names: the block builder turns '.' into '_', so the torch
+    name "_blocks.0._depthwise_conv" and "_blocks_0__depthwise_conv" name the same layer."""
+    return [name.replace(".", "_") for name in names]
+
+
 def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tvm.IRModule:
     config = config or QConfig()
     ctx = AnnotateContext(config)
     out = ctx(mod)
-    unknown = sorted(set(config.skip_layers) - set(ctx.layers))
+    unknown = sorted(name for name in config.skip_layers
+                     if _binding_names([name])[0] not in ctx.layers)
     if unknown:
         raise ValueError(f"QConfig.skip_layers names {unknown}, which are not layers of this "
                          f"model; its layers are {ctx.layers[:10]}{'...' if len(ctx.layers) > 10 else ''}")
