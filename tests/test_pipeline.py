@@ -208,3 +208,12 @@ def test_every_rule_on_a_mixed_graph():
     assert "dw.bias" not in kinds and "b.bias" not in kinds  # no bias, no BIAS point
     x = rng.standard_normal((1, 3, 17, 17)).astype("float32")
     assert qmath.snr_db(_reference(mod, params, x), tq.build(qmod)(x)) > 25
+
+
+def test_already_bound_weights_get_numbered_layer_names():
+    mod, params = tiny_resnet()
+    bound = relax.transform.BindParams("main", params)(mod)
+    x = np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype("float32")
+    report = tq.get_report(tq.quantize(bound, dataset=[x]))
+    ids = {p["id"] for p in report.points}
+    assert {"conv2d_0.weight", "conv2d_2.bias", "matmul_0.bias"} <= ids
