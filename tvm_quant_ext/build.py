@@ -1,7 +1,7 @@
 """Compile a Relax module and call it with numpy arrays."""
 from __future__ import annotations
 
-from typing import Dict, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import tvm

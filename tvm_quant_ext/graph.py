@@ -1,7 +1,7 @@
 """Small helpers over Relax functions: op names, constants, binding-by-binding rebuilds."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tvm

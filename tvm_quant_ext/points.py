@@ -15,7 +15,6 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .config import QKind
 from .graph import module_attr
 
 QPOINT_FUNC = "tvm_quant_ext.qpoint"

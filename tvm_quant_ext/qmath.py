@@ -10,16 +10,14 @@ from typing import List, Optional
 
 import numpy as np
 
+from calibrate.observers import qmax_for  # one definition of the symmetric integer range
+
 # float64 cannot hold 2^63-1; the largest double below 2^63 keeps int64 casts exact.
 _INT64_SAFE_MAX = float(2**63 - 1024)
 
 
 class BiasOverflowError(ValueError):
     """A bias does not fit its integer width at scale s_in*s_w and the policy is 'error'."""
-
-
-def qmax_for(nbit: int, signed: bool = True) -> int:
-    return 2 ** (nbit - 1) - 1 if signed else 2**nbit - 1
 
 
 def bias_limit(nbit: int) -> float:

@@ -20,7 +20,7 @@ from tvm import relax
 from calibrate import make_observer
 
 from ..config import QConfig, QKind
-from ..graph import BindingRewriter, GraphError, const_value, is_const, make_const
+from ..graph import BindingRewriter, GraphError, const_value, make_const
 from ..points import QPoint, QuantState, get_state, make_marker, parse_marker, set_state
 from .. import qmath
 
