@@ -154,20 +154,10 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
     return rows
 
 
-class _NoBar:
-    def update(self, _n):
-        pass
-
-    def close(self):
-        pass
-
-
 def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img")
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled)
 
 
 def format_table(rows: Sequence[EvalRow]) -> str:

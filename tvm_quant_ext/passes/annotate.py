@@ -63,6 +63,7 @@ class AnnotateContext(BindingRewriter):
         self.layer_output: Dict[relax.Var, _LayerOutput] = {}
         self.float_ops: List[Dict[str, str]] = []
         self.layers: List[str] = []
+        self.skip = {_binding_name(name) for name in config.skip_layers}
         self._deferred = None  # (what, payload) a rule said about the output being bound
 
     # -- what rules call ----------------------------------------------------------------
@@ -119,7 +120,7 @@ class AnnotateContext(BindingRewriter):
         return call
 
     def skipped(self, layer: str) -> bool:
-        return layer in _binding_names(self.config.skip_layers)
+        return layer in self.skip
 
     # -- the walk ---------------------------------------------------------------------------
     def visit(self, var, value):
@@ -254,18 +255,17 @@ def _annotate_concat(ctx: AnnotateContext, name: str, call):
     return relax.Call(call.op, [quantized] + list(call.args[1:]), call.attrs, list(call.ty_args))
 
 
-def _binding_names(names):
-    """Layer names as Relax binding names: the block builder turns '.' into '_', so the torch
+def _binding_name(name: str) -> str:
+    """A layer name as a Relax binding name: the block builder turns '.' into '_', so the torch
     name "_blocks.0._depthwise_conv" and "_blocks_0__depthwise_conv" name the same layer."""
-    return [name.replace(".", "_") for name in names]
+    return name.replace(".", "_")
 
 
 def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tvm.IRModule:
     config = config or QConfig()
     ctx = AnnotateContext(config)
     out = ctx(mod)
-    unknown = sorted(name for name in config.skip_layers
-                     if _binding_names([name])[0] not in ctx.layers)
+    unknown = sorted(name for name in config.skip_layers if _binding_name(name) not in ctx.layers)
     if unknown:
         raise ValueError(f"QConfig.skip_layers names {unknown}, which are not layers of this "
                          f"model; its layers are {ctx.layers[:10]}{'...' if len(ctx.layers) > 10 else ''}")
