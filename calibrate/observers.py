@@ -87,6 +87,20 @@ class Observer:
     def compute_scale(self, nbit: int, signed: bool = True) -> np.ndarray:
         return threshold_to_scale(self.compute_threshold(), nbit, signed)
 
+    def compute_range(self):
+        """The clipping range (lo, hi) for asymmetric quantization; it always contains 0."""
+        self._require_data()
+        return np.minimum(self.min, 0.0), np.maximum(self.max, 0.0)
+
+    def compute_qparams(self, nbit: int, symmetric: bool = True):
+        """(scale, zero_point): symmetric gives zero point 0 and signed codes; asymmetric maps
+        the range (lo, hi) onto unsigned codes [0, 2^nbit - 1] with 0 exactly representable."""
+        if symmetric:
+            scale = self.compute_scale(nbit, signed=True)
+            return scale, np.zeros(np.shape(scale), np.int64)
+        lo, hi = self.compute_range()
+        return range_to_qparams(lo, hi, nbit)
+
 
 def threshold_to_scale(threshold, nbit: int, signed: bool = True) -> np.ndarray:
     """Scale mapping threshold T onto the largest quantized value; all-zero data gives 1/qmax.
@@ -97,6 +111,21 @@ def threshold_to_scale(threshold, nbit: int, signed: bool = True) -> np.ndarray:
     threshold = np.asarray(threshold, np.float64)
     threshold = np.where(threshold > 0, threshold, 1.0)
     return threshold / qmax_for(nbit, signed)
+
+
+def range_to_qparams(lo, hi, nbit: int):
+    """Asymmetric (scale, zero_point) for the range [lo, hi] (lo <= 0 <= hi) on [0, 2^b-1].
+
+    The zero point is rounded, so real 0 is exact (zero padding and ReLU stay exact); an
+    empty range (all zeros) gets scale 1/qmax like the symmetric case.
+    """
+    lo = np.minimum(np.asarray(lo, np.float64), 0.0)
+    hi = np.maximum(np.asarray(hi, np.float64), 0.0)
+    qmax = qmax_for(nbit, signed=False)
+    width = np.where(hi - lo > 0, hi - lo, 1.0)
+    scale = width / qmax
+    zero_point = np.clip(np.floor(-lo / scale + 0.5), 0, qmax).astype(np.int64)
+    return scale, zero_point
 
 
 class MaxObserver(Observer):

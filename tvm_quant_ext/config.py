@@ -37,6 +37,10 @@ class QConfig:
     calibrate_mode: observer for INPUT/ACTIVATION points ("max", "power2").
     weight_scale: observer for WEIGHT points ("max", "power2").
     per_channel: weight (and so bias) scales per output channel.
+    activation_symmetric: True: activations are signed codes in [-(2^(b-1)-1), 2^(b-1)-1]
+        with zero point 0 (int8). False: unsigned codes in [0, 2^b-1] with a zero point
+        (uint8); after a ReLU the zero point is 0 and the sign bit becomes resolution.
+        Weights are always symmetric.
     bias_overflow: what to do when round(b / (s_in*s_w)) does not fit in nbit_bias:
         "adjust" raises that channel's weight scale until it fits (ONNX Runtime's rule),
         "zero_tiny" zeroes channels with max|w| < tiny_weight_threshold and keeps their bias
@@ -55,6 +59,7 @@ class QConfig:
     calibrate_mode: str = "max"
     weight_scale: str = "max"
     per_channel: bool = True
+    activation_symmetric: bool = True
     bias_overflow: str = "adjust"
     tiny_weight_threshold: float = 1e-6
     skip_layers: Tuple[str, ...] = field(default_factory=tuple)

@@ -41,6 +41,8 @@ class QuantState:
     points: Dict[str, QPoint] = field(default_factory=dict)
     float_ops: List[Dict[str, str]] = field(default_factory=list)
     activation_scales: Dict[str, float] = field(default_factory=dict)
+    # integer code of real 0 per activation point; a missing id means 0 (symmetric)
+    activation_zero_points: Dict[str, int] = field(default_factory=dict)
     calibration: Dict[str, object] = field(default_factory=dict)
     report: Optional[dict] = None
 

@@ -25,6 +25,14 @@ def bias_limit(nbit: int) -> float:
     return min(float(2 ** (nbit - 1) - 1), _INT64_SAFE_MAX)
 
 
+def activation_range(nbit: int, symmetric: bool = True):
+    """(qmin, qmax) of activation codes: signed symmetric, or unsigned with a zero point."""
+    if symmetric:
+        qmax = qmax_for(nbit, True)
+        return -qmax, qmax
+    return 0, qmax_for(nbit, False)
+
+
 def round_half_up(x):
     """Round to nearest, ties toward +inf: what a fixed-point multiply with rounding does."""
     return np.floor(np.asarray(x, np.float64) + 0.5)

@@ -93,7 +93,9 @@ def attach_scales(mod: tvm.IRModule, observers: Dict[str, Observer], config: QCo
         if observer is None or observer.count == 0:
             raise CalibrationError(f"quantization point {pid!r} was never reached during "
                                    "calibration")
-        state.activation_scales[pid] = float(observer.compute_scale(config.nbit_input))
+        scale, zero_point = observer.compute_qparams(config.nbit_input, config.activation_symmetric)
+        state.activation_scales[pid] = float(scale)
+        state.activation_zero_points[pid] = int(zero_point)
     state.calibration = {"calibrate_mode": config.calibrate_mode,
                          "batches": max((o.count for o in observers.values()), default=0)}
     return set_state(mod, state)

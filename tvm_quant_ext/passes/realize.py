@@ -1,7 +1,7 @@
 """realize (simulate): replace each point by its quantization, computed as integers would.
 
-Activations: ``clip(floor(x / s + 0.5), -qmax, qmax) * s`` in the graph (round half up, the
-rounding of a fixed-point requantize). Weights and biases are constants: quantized here in
+Activations: ``(clip(floor(x / s + 0.5) + z, qmin, qmax) - z) * s`` in the graph (round half
+up, the rounding of a fixed-point requantize; z = 0 and qmin = -qmax when symmetric). Weights and biases are constants: quantized here in
 numpy (``qmath``) and emitted as their dequantized values. A bias is its own kind: codes at
 ``s_in * s_w`` (per channel) in ``nbit_bias`` bits, or relay.quantize's 8-bit rule, with the
 overflow policy applied and every change it makes recorded in the report.
@@ -115,11 +115,14 @@ def _realize_activation(ctx: RealizeContext, bb, tensor, point: QPoint):
     scale = ctx.state.activation_scales.get(point.id)
     if scale is None:
         raise GraphError(f"point {point.id!r} has no calibrated scale: run calibrate first")
-    qmax = qmath.qmax_for(ctx.config.nbit_input)
+    zero_point = ctx.state.activation_zero_points.get(point.id, 0)
+    qmin, qmax = qmath.activation_range(ctx.config.nbit_input, ctx.config.activation_symmetric)
     s = _scalar(scale)
-    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, s), _scalar(0.5))),
+    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, s), _scalar(0.5 + zero_point))),
                     name_hint=f"{point.id}.codes")
-    codes = bb.emit(relax.op.clip(codes, -qmax, qmax), name_hint=f"{point.id}.clipped")
+    codes = bb.emit(relax.op.clip(codes, qmin, qmax), name_hint=f"{point.id}.clipped")
+    if zero_point:
+        codes = bb.emit(relax.op.subtract(codes, _scalar(zero_point)), name_hint=f"{point.id}.centred")
     out = relax.op.multiply(codes, s)
     if ctx.tap:  # let evaluation read the quantized tensor under the same id as the float one
         out = make_marker(bb.emit(out, name_hint=f"{point.id}.dq"), point.id, point.kind)
