@@ -5,6 +5,9 @@ from typing import Dict, Optional, Type
 
 import numpy as np
 
+from . import thresholds
+from .histogram import PowerOfTwoHistogram
+
 
 class CalibrationError(ValueError):
     """Bad calibration data (NaN/Inf, nothing observed); the message names the point."""
@@ -79,18 +82,29 @@ class Observer:
                 "(empty dataset, or the point is never reached)")
 
     # -- scales ---------------------------------------------------------------------------
-    def compute_threshold(self) -> np.ndarray:
-        """The clipping threshold T (per channel or scalar): values in [-T, T] are kept."""
+    def absmax(self) -> np.ndarray:
         self._require_data()
         return np.maximum(np.abs(self.min), np.abs(self.max))
 
-    def compute_scale(self, nbit: int, signed: bool = True) -> np.ndarray:
-        return threshold_to_scale(self.compute_threshold(), nbit, signed)
+    def compute_threshold(self, nbit: int = 8, signed: bool = True) -> np.ndarray:
+        """The clipping threshold T (per channel or scalar): values in [-T, T] are kept.
+        ``nbit``/``signed`` matter to calibrators that trade clipping against resolution."""
+        return self.absmax()
 
-    def compute_range(self):
-        """The clipping range (lo, hi) for asymmetric quantization; it always contains 0."""
+    def compute_scale(self, nbit: int, signed: bool = True) -> np.ndarray:
+        return threshold_to_scale(self.compute_threshold(nbit, signed), nbit, signed)
+
+    def compute_range(self, nbit: int = 8):
+        """The clipping range (lo, hi) for asymmetric quantization; it always contains 0.
+
+        Data that never goes negative (after a ReLU) gets (0, T) with T chosen for the
+        unsigned grid; otherwise the symmetric threshold clips both sides of (min, max).
+        """
         self._require_data()
-        return np.minimum(self.min, 0.0), np.maximum(self.max, 0.0)
+        if np.all(self.min >= 0):
+            return np.zeros_like(self.max), np.minimum(self.max, self.compute_threshold(nbit, False))
+        threshold = self.compute_threshold(nbit, True)
+        return np.maximum(np.minimum(self.min, 0.0), -threshold), np.minimum(np.maximum(self.max, 0.0), threshold)
 
     def compute_qparams(self, nbit: int, symmetric: bool = True):
         """(scale, zero_point): symmetric gives zero point 0 and signed codes; asymmetric maps
@@ -98,7 +112,7 @@ class Observer:
         if symmetric:
             scale = self.compute_scale(nbit, signed=True)
             return scale, np.zeros(np.shape(scale), np.int64)
-        lo, hi = self.compute_range()
+        lo, hi = self.compute_range(nbit)
         return range_to_qparams(lo, hi, nbit)
 
 
@@ -143,8 +157,8 @@ class Power2Observer(Observer):
 
     name = "power2"
 
-    def compute_threshold(self) -> np.ndarray:
-        raw = super().compute_threshold()
+    def compute_threshold(self, nbit: int = 8, signed: bool = True) -> np.ndarray:
+        raw = self.absmax()
         raw = np.where(raw > 0, raw, 1.0)
         return np.exp2(np.ceil(np.log2(raw)))
 
@@ -153,9 +167,88 @@ class Power2Observer(Observer):
         return self.compute_threshold() / levels
 
 
+class HistogramObserver(Observer):
+    """Keeps a power-of-two-range histogram (``PowerOfTwoHistogram``) besides min/max:
+    O(bins) memory per channel, exact merge. Subclasses pick the threshold from it.
+
+    ``bins`` defaults to 4096 per tensor (the range is at most twice max|x|, so at least 2048
+    bins cover the data, as in TensorRT) and 256 per channel (per-channel statistics are
+    weights: a few hundred values per channel, so finer bins only add search time; with 8-bit
+    codes that leaves KL no room to clip, which is right for weights).
+    """
+
+    PER_TENSOR_BINS = 4096
+    PER_CHANNEL_BINS = 256
+
+    def __init__(self, point: str = "<unnamed>", axis: Optional[int] = None,
+                 bins: Optional[int] = None):
+        super().__init__(point, axis)
+        if bins is None:
+            bins = self.PER_TENSOR_BINS if axis is None else self.PER_CHANNEL_BINS
+        self.histogram = PowerOfTwoHistogram(bins, axis)
+
+    def observe(self, batch) -> None:
+        super().observe(batch)
+        self.histogram.add(batch)
+
+    def merge(self, other: "Observer") -> "Observer":
+        super().merge(other)
+        self.histogram.merge(other.histogram)
+        return self
+
+    def _channel_threshold(self, abs_counts, signed_counts, width, nbit, signed) -> float:
+        raise NotImplementedError
+
+    def compute_threshold(self, nbit: int = 8, signed: bool = True) -> np.ndarray:
+        absmax = self.absmax()
+        hist = self.histogram
+        widths, abs_counts = hist.width(), hist.abs_counts()
+        found = np.array([
+            self._channel_threshold(abs_counts[c], hist.counts[c], widths[c], nbit, signed)
+            for c in range(hist.channels)])
+        # a threshold at a bin edge may pass the largest value seen: never clip above it
+        found = np.minimum(found, np.atleast_1d(absmax))
+        return found.reshape(np.shape(absmax))
+
+
+class PercentileObserver(HistogramObserver):
+    """Threshold = the given percentile of |x| (default 99.999): drops rare outliers."""
+
+    name = "percentile"
+
+    def __init__(self, point: str = "<unnamed>", axis: Optional[int] = None,
+                 bins: Optional[int] = None, percentile: float = 99.999):
+        if not 0 < percentile <= 100:
+            raise ValueError(f"point {point!r}: percentile={percentile!r} must be in (0, 100]")
+        super().__init__(point, axis, bins)
+        self.percentile = percentile
+
+    def _channel_threshold(self, abs_counts, signed_counts, width, nbit, signed):
+        return thresholds.percentile_threshold(abs_counts, width, self.percentile)
+
+
+class L2Observer(HistogramObserver):
+    """Threshold minimizing the expected squared quantization error (rounding + clipping)."""
+
+    name = "l2"
+
+    def _channel_threshold(self, abs_counts, signed_counts, width, nbit, signed):
+        return thresholds.l2_threshold(abs_counts, width, qmax_for(nbit, signed))
+
+
+class KLObserver(HistogramObserver):
+    """TensorRT/MXNet entropy calibration: the threshold whose quantized distribution is
+    closest (KL divergence) to the observed one, with 2*qmax+1 quantized bins for ``nbit``."""
+
+    name = "kl"
+
+    def _channel_threshold(self, abs_counts, signed_counts, width, nbit, signed):
+        return thresholds.kl_threshold(signed_counts, width, 2 * qmax_for(nbit, signed) + 1)
+
+
 OBSERVERS: Dict[str, Type[Observer]] = {
-    MaxObserver.name: MaxObserver,
-    Power2Observer.name: Power2Observer,
+    cls.name: cls
+    for cls in (MaxObserver, Power2Observer, PercentileObserver, L2Observer, KLObserver)
 }
 
 
