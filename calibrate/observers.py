@@ -75,6 +75,18 @@ class Observer:
         self.count += other.count
         return self
 
+    def as_calibrator(self, name: str, **kwargs) -> "Observer":
+        """An observer of calibrator ``name`` holding this one's statistics (no data is
+        re-read): one histogram pass serves every calibrator, which is what ``auto`` needs."""
+        other = make_observer(name, point=self.point, axis=self.axis, **kwargs)
+        other.min, other.max, other.count = self.min, self.max, self.count
+        if isinstance(other, HistogramObserver):
+            if not isinstance(self, HistogramObserver):
+                raise CalibrationError(f"quantization point {self.point!r}: calibrator {name!r} "
+                                       f"needs a histogram, which {type(self).__name__} does not keep")
+            other.histogram = self.histogram
+        return other
+
     def _require_data(self) -> None:
         if self.min is None:
             raise CalibrationError(

@@ -12,18 +12,23 @@ import numpy as np
 
 
 def percentile_threshold(abs_counts: np.ndarray, width: float, percentile: float) -> float:
-    """The ``percentile``-th percentile of |x| (numpy's rank p/100*(n-1)), placed inside the
-    bin holding that rank by linear interpolation: within one bin of ``np.percentile``."""
+    """The ``percentile``-th percentile of |x|, the way ``np.percentile`` computes it: the
+    values of ranks floor(r) and ceil(r), r = p/100*(n-1), interpolated; each value is placed
+    inside its bin by its rank among the bin's values (so the result is within a bin width)."""
     counts = np.asarray(abs_counts, np.float64)
     total = counts.sum()
     if total == 0:
         return 0.0
     cumulative = np.cumsum(counts)
-    rank = percentile / 100.0 * (total - 1)  # 0-based index into the sorted values
-    j = min(int(np.searchsorted(cumulative, rank, side="right")), len(counts) - 1)
-    before = cumulative[j - 1] if j > 0 else 0.0
-    fraction = (rank - before + 0.5) / counts[j] if counts[j] > 0 else 1.0
-    return float((j + min(max(fraction, 0.0), 1.0)) * width)
+
+    def value_of_rank(k: float) -> float:
+        j = min(int(np.searchsorted(cumulative, k, side="right")), len(counts) - 1)
+        before = cumulative[j - 1] if j > 0 else 0.0
+        return (j + min((k - before + 0.5) / max(counts[j], 1.0), 1.0)) * width
+
+    rank = percentile / 100.0 * (total - 1)
+    low, high = value_of_rank(np.floor(rank)), value_of_rank(np.ceil(rank))
+    return float(low + (rank - np.floor(rank)) * (high - low))
 
 
 def _coarse_to_fine(radii: np.ndarray, score, max_evaluations: Optional[int],

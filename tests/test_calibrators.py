@@ -17,7 +17,9 @@ batches = arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 40)), e
 
 def _samples(kind, seed=0, n=100_000):
     rng = np.random.default_rng(seed)
-    if kind == "normal":
+    if kind == "sparse":  # one weight channel: few values, most bins empty
+        x = rng.normal(size=72)
+    elif kind == "normal":
         x = rng.normal(size=n)
     elif kind == "outliers":
         x = np.concatenate([rng.laplace(size=n), rng.normal(scale=30, size=30)])
@@ -110,7 +112,7 @@ def test_per_channel_equals_per_tensor_channel_by_channel(name):
 
 
 # -- references --------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["normal", "outliers", "relu"])
+@pytest.mark.parametrize("kind", ["normal", "outliers", "relu", "sparse"])
 @pytest.mark.parametrize("percentile", [99.0, 99.9, 99.999])
 def test_percentile_matches_numpy_within_a_bin(kind, percentile):
     x = _samples(kind)
@@ -123,6 +125,7 @@ def test_percentile_matches_numpy_within_a_bin(kind, percentile):
     assert below <= np.percentile(ranked, percentile) <= above
     w = obs.histogram.width()[0]
     assert below - w <= float(obs.compute_threshold()) <= above + w
+    assert abs(float(obs.compute_threshold()) - np.percentile(ranked, percentile)) <= w
 
 
 def _true_mse(x, threshold, qmax):

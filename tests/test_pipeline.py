@@ -7,6 +7,7 @@ from tvm import relax
 import tvm_quant_ext as tq
 from tvm_quant_ext import QConfig, passes, qmath
 from tvm_quant_ext.points import get_state
+import calibrate
 from calibrate import CalibrationError
 
 from graphs import single_conv, tiny_resnet
@@ -217,3 +218,62 @@ def test_already_bound_weights_get_numbered_layer_names():
     report = tq.get_report(tq.quantize(bound, dataset=[x]))
     ids = {p["id"] for p in report.points}
     assert {"conv2d_0.weight", "conv2d_2.bias", "matmul_0.bias"} <= ids
+
+
+# -- calibrators through the pipeline ---------------------------------------------------------
+@pytest.mark.parametrize("mode", ["max", "power2", "percentile", "l2", "kl", "auto"])
+def test_every_calibrator_runs_end_to_end(mode):
+    mod, params = tiny_resnet()
+    data = [np.random.default_rng(k).normal(size=(1, 3, 16, 16)).astype("float32") for k in range(4)]
+    config = QConfig(calibrate_mode=mode, weight_scale=mode)
+    qmod = tq.quantize(mod, params, dataset=data, config=config)
+    report = tq.get_report(qmod)
+    chosen = {row["calibrator"] for row in report.points if row["kind"] in ("ACTIVATION", "WEIGHT")}
+    assert chosen <= set(calibrate.OBSERVERS)  # auto resolves to a real calibrator per layer
+    if mode != "auto":
+        assert chosen == {mode}
+    out = tq.build(qmod)(data[0])
+    ref = tq.build(tq.passes.prepare(mod, params))(data[0])
+    assert qmath.snr_db(ref, out) > 15
+
+
+def test_auto_picks_the_smallest_measured_error_per_point():
+    mod, params = tiny_resnet()
+    data = [np.random.default_rng(k).normal(size=(1, 3, 16, 16)).astype("float32") for k in range(3)]
+    annotated = tq.passes.annotate(tq.passes.prepare(mod, params), QConfig(calibrate_mode="auto"))
+    result = tq.passes.run_calibration(annotated, data, QConfig(calibrate_mode="auto"))
+    assert result.auto_errors and set(result.auto_errors) == set(result.calibrators)
+    for pid, errors in result.auto_errors.items():
+        assert set(errors) == set(calibrate.OBSERVERS)
+        assert errors[result.calibrators[pid]] == min(errors.values())
+    with pytest.raises(ValueError, match="re-iterable"):
+        tq.passes.run_calibration(annotated, iter(data), QConfig(calibrate_mode="auto"))
+
+
+def test_per_layer_calibrator_overrides_and_unknown_layer():
+    mod, params = tiny_resnet()
+    data = [np.random.default_rng(k).normal(size=(1, 3, 16, 16)).astype("float32") for k in range(2)]
+    config = QConfig(calibrate_mode="max", layer_calibrate_mode={"stem": "kl"},
+                     layer_weight_scale={"fc": "l2"})
+    report = tq.get_report(tq.quantize(mod, params, dataset=data, config=config))
+    assert report.point("stem/relu")["calibrator"] == "kl"
+    assert report.point("block_conv1/relu")["calibrator"] == "max"
+    assert report.point("fc.weight")["calibrator"] == "l2"
+    assert report.point("stem.weight")["calibrator"] == "max"
+    with pytest.raises(ValueError, match=r"layer_calibrate_mode names \['nope'\].*layers"):
+        tq.quantize(mod, params, dataset=data, config=QConfig(layer_calibrate_mode={"nope": "kl"}))
+
+
+def test_asymmetric_activations_use_unsigned_codes_with_zero_point():
+    mod, params = tiny_resnet()
+    data = [np.random.default_rng(k).normal(size=(1, 3, 16, 16)).astype("float32") for k in range(3)]
+    sym = tq.quantize(mod, params, dataset=data, config=QConfig())
+    asym = tq.quantize(mod, params, dataset=data, config=QConfig(activation_symmetric=False))
+    rep_s, rep_a = tq.get_report(sym), tq.get_report(asym)
+    # after a ReLU: zero point 0 and (max calibration) half the step of the signed grid
+    assert rep_a.point("stem/relu")["zero_point"] == 0
+    assert rep_a.point("stem/relu")["scale"] == pytest.approx(rep_s.point("stem/relu")["scale"] * 127 / 255)
+    # the input has negative values: a zero point in the middle of [0, 255]
+    assert 0 < rep_a.point("data")["zero_point"] < 255
+    ref = tq.build(tq.passes.prepare(mod, params))(data[0])
+    assert qmath.snr_db(ref, tq.build(asym)(data[0])) >= qmath.snr_db(ref, tq.build(sym)(data[0])) - 1.0

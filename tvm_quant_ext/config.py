@@ -19,6 +19,7 @@ class QKind(str, Enum):
     ACTIVATION = "ACTIVATION"  # a computed tensor handed to the next quantized op
 
 
+AUTO = "auto"  # calibrator choice per layer by measured error
 BIAS_OVERFLOW_POLICIES = ("adjust", "zero_tiny", "clip", "error")
 MODES = ("simulate",)
 UNSUPPORTED_OP_POLICIES = ("float", "error")
@@ -34,8 +35,15 @@ class QConfig:
     nbit_bias: bits of the bias at accumulator scale s_in*s_w. 8 reproduces relay.quantize
         (bias as its own 8-bit weight, shifted into the accumulator).
     nbit_activation: bits of the accumulator (relay's name); the bias must fit in it.
-    calibrate_mode: observer for INPUT/ACTIVATION points ("max", "power2").
-    weight_scale: observer for WEIGHT points ("max", "power2").
+    calibrate_mode: calibrator for INPUT/ACTIVATION points: "max", "power2" (relay's
+        default), "percentile", "l2" (MSE), "kl" (entropy), or "auto" (per layer, the one whose
+        quantized tensor has the smallest squared error against fp32 on the calibration data).
+    weight_scale: calibrator for WEIGHT points, the same names ("auto": per layer, the one
+        with the smallest weight quantization error).
+    calibrate_percentile: the percentile of |x| the "percentile" calibrator keeps.
+    layer_calibrate_mode / layer_weight_scale: per-layer overrides, {layer name: calibrator}.
+        A layer name matches its weight/bias points and the activations named after it
+        ("stem" matches "stem/relu"); an unknown name is an error.
     per_channel: weight (and so bias) scales per output channel.
     activation_symmetric: True: activations are signed codes in [-(2^(b-1)-1), 2^(b-1)-1]
         with zero point 0 (int8). False: unsigned codes in [0, 2^b-1] with a zero point
@@ -58,6 +66,9 @@ class QConfig:
     nbit_activation: int = 32
     calibrate_mode: str = "max"
     weight_scale: str = "max"
+    calibrate_percentile: float = 99.999
+    layer_calibrate_mode: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
+    layer_weight_scale: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
     per_channel: bool = True
     activation_symmetric: bool = True
     bias_overflow: str = "adjust"
@@ -83,10 +94,19 @@ class QConfig:
             raise ValueError(
                 f"QConfig.nbit_bias={self.nbit_bias} does not fit the accumulator "
                 f"nbit_activation={self.nbit_activation}; set nbit_activation={self.nbit_bias}")
+        calibrators = sorted(OBSERVERS) + [AUTO]
         for key in ("calibrate_mode", "weight_scale"):
-            if getattr(self, key) not in OBSERVERS:
-                raise ValueError(
-                    f"QConfig.{key}={getattr(self, key)!r}: expected one of {sorted(OBSERVERS)}")
+            _check_choice(key, getattr(self, key), calibrators)
+        for key in ("layer_calibrate_mode", "layer_weight_scale"):
+            overrides = getattr(self, key)
+            pairs = sorted(dict(overrides).items() if isinstance(overrides, dict)
+                           else ((str(k), str(v)) for k, v in overrides))
+            for layer, name in pairs:
+                _check_choice(f"{key}[{layer!r}]", name, calibrators)
+            object.__setattr__(self, key, tuple(pairs))
+        if not 0 < self.calibrate_percentile <= 100:
+            raise ValueError(f"QConfig.calibrate_percentile={self.calibrate_percentile!r}: "
+                             "expected a percentile in (0, 100]")
         _check_choice("bias_overflow", self.bias_overflow, BIAS_OVERFLOW_POLICIES)
         _check_choice("on_unsupported_op", self.on_unsupported_op, UNSUPPORTED_OP_POLICIES)
         _check_choice("mode", self.mode, MODES)
@@ -107,6 +127,8 @@ class QConfig:
     def to_dict(self) -> Dict[str, Any]:
         out = dataclasses.asdict(self)
         out["skip_layers"] = list(self.skip_layers)
+        out["layer_calibrate_mode"] = dict(self.layer_calibrate_mode)
+        out["layer_weight_scale"] = dict(self.layer_weight_scale)
         return out
 
 

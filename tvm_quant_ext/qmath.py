@@ -65,6 +65,12 @@ def fake_quant(x, scale, nbit: int, axis: Optional[int] = None, signed: bool = T
     return dequantize(quantize(x, scale, nbit, axis, signed), scale, axis)
 
 
+def fake_quant_affine(x, scale: float, zero_point: int, qmin: int, qmax: int) -> np.ndarray:
+    """(clip(round_half_up(x / s) + z, qmin, qmax) - z) * s: what an activation point does."""
+    codes = np.clip(round_half_up(np.asarray(x, np.float64) / scale) + zero_point, qmin, qmax)
+    return (codes - zero_point) * scale
+
+
 def snr_db(reference, test) -> float:
     """Signal-to-noise ratio of ``test`` against ``reference`` in dB (inf when equal)."""
     reference = np.asarray(reference, np.float64)

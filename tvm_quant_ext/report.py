@@ -27,8 +27,11 @@ def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict
                "tensor": point.tensor}
         if point.kind in (QKind.INPUT.value, QKind.ACTIVATION.value):
             row["scale"] = state.activation_scales[pid]
+            row["zero_point"] = state.activation_zero_points.get(pid, 0)
+            row["calibrator"] = state.calibration.get("calibrators", {}).get(pid, config.calibrate_mode)
         elif point.kind == QKind.WEIGHT.value:
             row["scale"] = _scale_repr(plans[pid].weight_scale)
+            row["calibrator"] = plans[pid].calibrator
             row["per_channel"] = config.per_channel
         else:
             quant = plans[point.weight_point].bias
@@ -67,6 +70,13 @@ class QuantReport:
         for row in self.points:
             counts[row["kind"]] = counts.get(row["kind"], 0) + 1
         lines = ["quantization points: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))]
+        for kinds, label in (((QKind.INPUT.value, QKind.ACTIVATION.value), "activation"),
+                             ((QKind.WEIGHT.value,), "weight")):
+            chosen: Dict[str, int] = {}
+            for row in self.points:
+                if row["kind"] in kinds:
+                    chosen[row["calibrator"]] = chosen.get(row["calibrator"], 0) + 1
+            lines.append(f"{label} calibrators: " + ", ".join(f"{k} {v}" for k, v in sorted(chosen.items())))
         actions: Dict[str, int] = {}
         for adj in self.bias_adjustments:
             actions[adj["action"]] = actions.get(adj["action"], 0) + 1

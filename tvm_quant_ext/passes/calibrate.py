@@ -1,20 +1,27 @@
 """calibrate: run the float model over the dataset and observe every activation point.
 
 Observers stream (``calibrate`` package): one batch of activations is alive at a time.
-Weights and biases need no data; realize quantizes them from their constants.
+Each point's calibrator is ``QConfig.calibrate_mode`` or its layer's override; ``auto`` points
+keep a histogram, and a second pass measures every calibrator's error on the real tensors.
+Weights and biases need no data; realize quantizes them from their constants
+(``weight_scale_for``).
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import tvm
 
-from calibrate import CalibrationError, Observer, make_observer
+from calibrate import OBSERVERS, CalibrationError, HistogramObserver, Observer, make_observer
 
+from .. import qmath
 from ..build import build
-from ..config import QConfig, QKind
-from ..points import collect_points, get_state, set_state
+from ..config import AUTO, QConfig, QKind
+from ..points import QuantState, collect_points, get_state, set_state
+
+ACTIVATION_KINDS = (QKind.INPUT.value, QKind.ACTIVATION.value)
 
 
 def iter_batches(dataset: Iterable, input_names, input_shapes):
@@ -53,23 +60,85 @@ def iter_batches(dataset: Iterable, input_names, input_shapes):
             yield [a[k * step:(k + 1) * step] for a in arrays]
 
 
+@dataclass
+class CalibrationResult:
+    """What a calibration run learned: one observer per INPUT/ACTIVATION point (already the
+    chosen calibrator's), the calibrator name per point, and for ``auto`` the measured error
+    of every candidate."""
+
+    observers: Dict[str, Observer]
+    calibrators: Dict[str, str]
+    auto_errors: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    batches: int = 0
+
+
+def _observer_kwargs(name: str, config: QConfig) -> dict:
+    return {"percentile": config.calibrate_percentile} if name == "percentile" else {}
+
+
+def assign_calibrators(config: QConfig, state: QuantState, kinds, default: str,
+                       overrides: Tuple[Tuple[str, str], ...], option: str) -> Dict[str, str]:
+    """Calibrator name per point of ``kinds``: the per-layer override whose layer name matches
+    (the layer itself, or an activation named after it, "stem" -> "stem/relu"), else ``default``."""
+    by_layer = {name.replace(".", "_"): calibrator for name, calibrator in overrides}
+    chosen, used = {}, set()
+    for pid, point in state.points.items():
+        if point.kind not in kinds:
+            continue
+        chosen[pid] = default
+        for layer, calibrator in by_layer.items():
+            if point.layer == layer or point.layer.startswith(layer + "/"):
+                chosen[pid], _ = calibrator, used.add(layer)
+    unknown = sorted(set(by_layer) - used)
+    if unknown:
+        layers = sorted({p.layer for p in state.points.values() if p.kind in kinds})
+        raise ValueError(f"QConfig.{option} names {unknown}, which match no quantized layer; "
+                         f"layers: {layers}")
+    return chosen
+
+
+def _candidate_qparams(observer: Observer, config: QConfig, nbit: int, symmetric: bool):
+    return {name: observer.as_calibrator(name, **_observer_kwargs(name, config))
+            .compute_qparams(nbit, symmetric) for name in sorted(OBSERVERS)}
+
+
 def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
-                    target="llvm") -> Dict[str, Observer]:
-    """Observers (one per INPUT/ACTIVATION point) after running ``dataset`` through ``mod``."""
+                    target="llvm") -> CalibrationResult:
+    """Run ``dataset`` through ``mod`` once, streaming every INPUT/ACTIVATION tensor into its
+    observer; ``auto`` points then take a second pass that measures each calibrator's error."""
     if dataset is None:
         raise ValueError("calibration needs a dataset (an iterable of input dicts or arrays)")
     state = get_state(mod)
+    calibrators = assign_calibrators(config, state, ACTIVATION_KINDS, config.calibrate_mode,
+                                     config.layer_calibrate_mode, "layer_calibrate_mode")
+    if AUTO in calibrators.values() and iter(dataset) is dataset:
+        raise ValueError("calibrate_mode='auto' reads the calibration data twice: pass a list "
+                         "(or another re-iterable), not an iterator or generator")
     observers: Dict[str, Observer] = {
-        pid: make_observer(config.calibrate_mode, point=pid)
-        for pid, p in state.points.items() if p.kind in (QKind.INPUT.value, QKind.ACTIVATION.value)
+        # auto keeps a histogram: every candidate calibrator is computed from it
+        pid: (HistogramObserver(point=pid) if name == AUTO
+              else make_observer(name, point=pid, **_observer_kwargs(name, config)))
+        for pid, name in calibrators.items()
     }
     model = build(mod, target)
+    batches = _stream(model, dataset, observers)
+    result = CalibrationResult(observers, calibrators, batches=batches)
+    auto = [pid for pid, name in calibrators.items() if name == AUTO]
+    if auto:
+        _choose_auto(model, dataset, config, result, auto)
+    return result
 
+
+def _stream(model, dataset, observers: Dict[str, Observer]) -> int:
     def sink(point_id, array):
         observer = observers.get(point_id)
         if observer is not None:
             observer.observe(array)
 
+    return _run_dataset(model, dataset, sink)
+
+
+def _run_dataset(model, dataset, sink) -> int:
     batches = 0
     with collect_points(sink):
         for arrays in iter_batches(dataset, model.input_names, model.input_shapes):
@@ -81,23 +150,62 @@ def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
             batches += 1
     if batches == 0:
         raise CalibrationError("calibration dataset is empty: give at least one input batch")
-    return observers
+    return batches
 
 
-def attach_scales(mod: tvm.IRModule, observers: Dict[str, Observer], config: QConfig) -> tvm.IRModule:
-    """Store one scale per activation point (from its observer) on the module."""
+def _choose_auto(model, dataset, config: QConfig, result: CalibrationResult, points) -> None:
+    """Second pass: quantize each auto point's real tensors with every calibrator's (scale,
+    zero point) and keep the calibrator with the smallest summed squared error."""
+    qmin, qmax = qmath.activation_range(config.nbit_input, config.activation_symmetric)
+    candidates = {pid: _candidate_qparams(result.observers[pid], config, config.nbit_input,
+                                          config.activation_symmetric) for pid in points}
+    errors = {pid: dict.fromkeys(candidates[pid], 0.0) for pid in points}
+
+    def sink(point_id, array):
+        for name, (scale, zero_point) in candidates.get(point_id, {}).items():
+            quantized = qmath.fake_quant_affine(array, scale, zero_point, qmin, qmax)
+            errors[point_id][name] += float(np.sum((array - quantized) ** 2, dtype=np.float64))
+
+    _run_dataset(model, dataset, sink)
+    for pid in points:
+        best = min(errors[pid], key=lambda name: (errors[pid][name], name))
+        result.observers[pid] = result.observers[pid].as_calibrator(best, **_observer_kwargs(best, config))
+        result.calibrators[pid] = best
+        result.auto_errors[pid] = errors[pid]
+
+
+def weight_scale_for(config: QConfig, point, weight: np.ndarray, calibrator: str) -> Tuple[np.ndarray, str]:
+    """Weight scale (per output channel when ``per_channel``) from ``calibrator``; ``auto``
+    tries every calibrator on the weight itself and keeps the smallest quantization error."""
+    axis = point.axis if config.per_channel else None
+    holder_name = "kl" if calibrator == AUTO else calibrator  # auto needs the histogram
+    observer = make_observer(holder_name, point=point.id, axis=axis, **_observer_kwargs(holder_name, config))
+    observer.observe(weight)
+    if calibrator == AUTO:
+        errors = {}
+        for name, (scale, _) in _candidate_qparams(observer, config, config.nbit_weight, True).items():
+            quantized = qmath.fake_quant(weight, scale, config.nbit_weight, axis=axis)
+            errors[name] = float(np.sum((weight - quantized) ** 2))
+        calibrator = min(errors, key=lambda name: (errors[name], name))
+        observer = observer.as_calibrator(calibrator, **_observer_kwargs(calibrator, config))
+    scale = np.asarray(observer.compute_scale(config.nbit_weight), np.float64)
+    return np.broadcast_to(scale, (weight.shape[point.axis],)).copy(), calibrator
+
+
+def attach_scales(mod: tvm.IRModule, result: CalibrationResult, config: QConfig) -> tvm.IRModule:
+    """Store each activation point's (scale, zero point), from its observer, on the module."""
     state = get_state(mod)
-    for pid in (p.id for p in state.points.values()
-                if p.kind in (QKind.INPUT.value, QKind.ACTIVATION.value)):
-        observer = observers.get(pid)
+    for pid in (p.id for p in state.points.values() if p.kind in ACTIVATION_KINDS):
+        observer = result.observers.get(pid)
         if observer is None or observer.count == 0:
             raise CalibrationError(f"quantization point {pid!r} was never reached during "
                                    "calibration")
         scale, zero_point = observer.compute_qparams(config.nbit_input, config.activation_symmetric)
         state.activation_scales[pid] = float(scale)
         state.activation_zero_points[pid] = int(zero_point)
-    state.calibration = {"calibrate_mode": config.calibrate_mode,
-                         "batches": max((o.count for o in observers.values()), default=0)}
+    state.calibration = {"calibrate_mode": config.calibrate_mode, "batches": result.batches,
+                         "calibrators": dict(result.calibrators),
+                         "auto_errors": result.auto_errors}
     return set_state(mod, state)
 
 

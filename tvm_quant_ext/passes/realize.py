@@ -17,12 +17,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from calibrate import make_observer
-
 from ..config import QConfig, QKind
 from ..graph import BindingRewriter, GraphError, const_value, make_const
 from ..points import QPoint, QuantState, get_state, make_marker, parse_marker, set_state
 from .. import qmath
+from .calibrate import assign_calibrators, weight_scale_for
 
 
 @dataclass
@@ -32,6 +31,7 @@ class LayerPlan:
     weight_scale: np.ndarray
     weight_codes: np.ndarray
     zeroed: np.ndarray
+    calibrator: str                 # what chose the weight scale (auto's pick when auto)
     bias: Optional[qmath.BiasQuant] = None
 
 
@@ -57,15 +57,6 @@ def register_realize(kind: QKind):
     return wrap
 
 
-def _weight_scale(config: QConfig, point: QPoint, weight: np.ndarray) -> np.ndarray:
-    axis = point.axis if config.per_channel else None
-    observer = make_observer(config.weight_scale, point=point.id, axis=axis)
-    observer.observe(weight)
-    scale = np.asarray(observer.compute_scale(config.nbit_weight), np.float64)
-    channels = weight.shape[point.axis]
-    return np.broadcast_to(scale, (channels,)).copy()
-
-
 def _channel_absmax(weight: np.ndarray, axis: int) -> np.ndarray:
     moved = np.moveaxis(np.abs(weight), axis, 0)
     return moved.reshape(moved.shape[0], -1).max(axis=1)
@@ -77,11 +68,13 @@ def plan_layers(ctx: RealizeContext) -> List[qmath.BiasAdjustment]:
     config, points = ctx.config, ctx.state.points
     adjustments: List[qmath.BiasAdjustment] = []
     bias_of = {p.weight_point: p for p in points.values() if p.kind == QKind.BIAS.value}
+    calibrators = assign_calibrators(config, ctx.state, (QKind.WEIGHT.value,), config.weight_scale,
+                                     config.layer_weight_scale, "layer_weight_scale")
     for pid, point in points.items():
         if point.kind != QKind.WEIGHT.value:
             continue
         weight = ctx.weights[pid].astype(np.float64)
-        scale = _weight_scale(config, point, weight)
+        scale, calibrator = weight_scale_for(config, point, weight, calibrators[pid])
         absmax = _channel_absmax(weight, point.axis)
         bias_quant = None
         bias_point = bias_of.get(pid)
@@ -101,7 +94,7 @@ def plan_layers(ctx: RealizeContext) -> List[qmath.BiasAdjustment]:
             index = [slice(None)] * weight.ndim
             index[point.axis] = zeroed
             codes[tuple(index)] = 0
-        ctx.plans[pid] = LayerPlan(scale, codes, zeroed, bias_quant)
+        ctx.plans[pid] = LayerPlan(scale, codes, zeroed, calibrator, bias_quant)
     return adjustments
 
 
