@@ -10,7 +10,9 @@ import json
 import sys
 import time
 
-from .config import QConfig
+from calibrate import OBSERVERS
+
+from .config import AUTO, QConfig
 
 BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1}
 # MNIST: the 5000 labeled digits are the benchmark (its 4800 not used for calibration are a
@@ -30,7 +32,8 @@ def _evaluate(model_name, configs, limit=None, progress=True, log=print):
 def cmd_eval(args) -> int:
     config = QConfig(nbit_bias=args.nbit_bias, calibrate_mode=args.calibrate_mode,
                      weight_scale=args.weight_scale, per_channel=args.per_channel,
-                     nbit_activation=max(32, args.nbit_bias), bias_overflow=args.bias_overflow)
+                     nbit_activation=max(32, args.nbit_bias), bias_overflow=args.bias_overflow,
+                     activation_symmetric=not args.asymmetric, calibrate_percentile=args.percentile)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     rows = _evaluate(args.model, [config], limit=args.limit, progress=not args.json, log=log)
     _print(rows, args.json)
@@ -87,8 +90,14 @@ def main(argv=None) -> int:
     ev = sub.add_parser("eval", help="quantize one zoo model and compare with fp32")
     ev.add_argument("--model", required=True, choices=sorted(BATCH))
     ev.add_argument("--nbit-bias", type=int, default=32, choices=[8, 16, 32, 64])
-    ev.add_argument("--calibrate-mode", default="max")
-    ev.add_argument("--weight-scale", default="max")
+    calibrators = sorted(OBSERVERS) + [AUTO]
+    ev.add_argument("--calibrate-mode", default="max", choices=calibrators,
+                    help="activation calibrator (auto: per layer, the smallest measured error)")
+    ev.add_argument("--weight-scale", default="max", choices=calibrators)
+    ev.add_argument("--percentile", type=float, default=99.999,
+                    help="percentile of |x| kept by the percentile calibrator")
+    ev.add_argument("--asymmetric", action="store_true",
+                    help="uint8 activations with a zero point instead of symmetric int8")
     ev.add_argument("--bias-overflow", default="adjust",
                     choices=["adjust", "zero_tiny", "clip", "error"])
     group = ev.add_mutually_exclusive_group()
