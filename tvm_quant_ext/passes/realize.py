@@ -109,6 +109,15 @@ def _scalar(value: float, dtype="float32"):
     return relax.const(np.array(value, dtype), dtype)
 
 
+def emit_codes(bb, tensor, scale: float, zero_point: int, qmin: int, qmax: int, name: str):
+    """Float-valued codes ``clip(floor(x / s + 0.5 + z), qmin, qmax)`` (round half up). Both
+    realize modes quantize float tensors with exactly these ops."""
+    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, _scalar(scale)),
+                                                _scalar(0.5 + zero_point))),
+                    name_hint=f"{name}.codes")
+    return bb.emit(relax.op.clip(codes, qmin, qmax), name_hint=f"{name}.clipped")
+
+
 @register_realize(QKind.ACTIVATION)
 @register_realize(QKind.INPUT)
 def _realize_activation(ctx: RealizeContext, bb, tensor, point: QPoint):
@@ -117,13 +126,10 @@ def _realize_activation(ctx: RealizeContext, bb, tensor, point: QPoint):
         raise GraphError(f"point {point.id!r} has no calibrated scale: run calibrate first")
     zero_point = ctx.state.activation_zero_points.get(point.id, 0)
     qmin, qmax = qmath.activation_range(ctx.config.nbit_input, ctx.config.activation_symmetric)
-    s = _scalar(scale)
-    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, s), _scalar(0.5 + zero_point))),
-                    name_hint=f"{point.id}.codes")
-    codes = bb.emit(relax.op.clip(codes, qmin, qmax), name_hint=f"{point.id}.clipped")
+    codes = emit_codes(bb, tensor, scale, zero_point, qmin, qmax, point.id)
     if zero_point:
         codes = bb.emit(relax.op.subtract(codes, _scalar(zero_point)), name_hint=f"{point.id}.centred")
-    out = relax.op.multiply(codes, s)
+    out = relax.op.multiply(codes, _scalar(scale))
     if ctx.tap:  # let evaluation read the quantized tensor under the same id as the float one
         out = make_marker(bb.emit(out, name_hint=f"{point.id}.dq"), point.id, point.kind)
     return out
@@ -183,7 +189,13 @@ def realize(mod: tvm.IRModule, config: Optional[QConfig] = None, tap: bool = Fal
     ctx = RealizeContext(config, state, tap=tap)
     _collect_constants(mod, state, ctx)
     adjustments = plan_layers(ctx)
-    out = _Realizer(ctx)(mod)
+    if config.mode == "integer":
+        from .realize_integer import realize_integer
+
+        out, float_ops = realize_integer(mod, config, state, ctx.plans, tap=tap)
+        state.float_ops = list(state.float_ops) + float_ops
+    else:
+        out = _Realizer(ctx)(mod)
     out = relax.transform.FoldConstant()(out)
     state.report = build_report(config, state, ctx.plans, adjustments)
     return set_state(out, state)
