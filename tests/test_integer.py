@@ -183,3 +183,31 @@ def test_wide_bias_survives_in_int64_accumulator():
     dtypes = {str(b.var.ty.dtype) for b in qmod["main"].body.blocks[0].bindings}
     assert {"int16", "int64"} <= dtypes
     np.testing.assert_allclose(tq.build(qmod)(x)[0, :, 0, 0], bias, atol=1e-4)
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="nvcc not installed")
+def test_integer_module_compiles_to_cuda():
+    """dlight GPU schedules, CUDA C, then nvcc to an sm_90 cubin (no GPU needed)."""
+    import tvm
+    from tvm.s_tir import dlight as dl
+    from tvm.support import nvcc
+
+    mod, params = mixed_ops()
+    config = QConfig(activation_symmetric=False, mode="integer")
+    qmod = passes.realize(_calibrated(mod, params, (1, 3, 17, 17), config, n=2), config)
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+    with target:
+        lowered = relax.get_pipeline("zero")(qmod)
+        lowered = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                          dl.gpu.GeneralReduction(), dl.gpu.Fallback())(lowered)
+        executable = tvm.compile(lowered, target)
+        modules, cuda = [executable.mod], []
+        while modules:
+            module = modules.pop()
+            modules += list(module.imports)
+            cuda += [module] if getattr(module, "kind", "") == "cuda" else []
+        (cuda,) = cuda
+        source = cuda.inspect_source("")
+        assert "signed char" in source or "unsigned char" in source  # 8-bit codes on the GPU
+        cubin = nvcc.compile_cuda(source, target_format="cubin", arch="sm_90", compiler="nvcc")
+    assert len(cubin) > 1000

@@ -155,7 +155,9 @@ class IntegerRealizer:
 
     # -- emitting -------------------------------------------------------------------------
     def emit(self, expr, name: str) -> relax.Var:
-        return self.bb.emit(expr, name_hint=name)
+        # '/' in a binding name reaches the generated CUDA C as a parameter name and breaks
+        # it; point ids stay in the markers and the state, so the names need not keep it
+        return self.bb.emit(expr, name_hint=name.replace("/", "_"))
 
     @staticmethod
     def const(value, dtype: str):
