@@ -1,5 +1,9 @@
 """realize (simulate): replace each point by its quantization, computed as integers would.
 
+With ``QConfig(mode="integer")`` ``realize`` hands the same plan (weight codes and scales,
+bias codes) to ``realize_integer``, which computes in integers; simulate computes in float64
+so that both round the same way (they agree within one LSB at every point).
+
 Activations: ``(clip(floor(x / s + 0.5) + z, qmin, qmax) - z) * s`` in the graph (round half
 up, the rounding of a fixed-point requantize; z = 0 and qmin = -qmax when symmetric). Weights and biases are constants: quantized here in
 numpy (``qmath``) and emitted as their dequantized values. A bias is its own kind: codes at

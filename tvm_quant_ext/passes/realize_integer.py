@@ -201,15 +201,7 @@ class IntegerRealizer:
         """Codes of ``v`` at (scale, zero_point): int64 fixed-point multiply, round half up,
         pending clip applied on the codes, cast to the code type."""
         multiplier = _compact(np.asarray(v.scale, np.float64) / scale)
-        form = fixed_point(multiplier, max(v.bound, 1.0))
-        x = relax.op.astype(v.expr, "int64")
-        shift = _compact(_zero_if_none(v.offset) - v.zero_point)
-        if np.any(shift != 0):
-            x = relax.op.add(x, self.const(shift, "int64"))
-        x = relax.op.multiply(x, self.const(_compact(form.m0), "int64"))
-        rshift = _compact(form.rshift)
-        x = relax.op.add(x, self.const(_compact(np.left_shift(np.int64(1), rshift - 1)), "int64"))
-        x = relax.op.right_shift(x, self.const(rshift, "int64"))
+        x = self.fixed_point_multiply(v, multiplier)
         if zero_point:
             x = relax.op.add(x, self.const(zero_point, "int64"))
         lo, hi = self.qmin, self.qmax
@@ -220,6 +212,19 @@ class IntegerRealizer:
         hi = max(hi, lo)
         x = relax.op.clip(x, lo, hi)
         return self.emit(relax.op.astype(x, self.codes_dtype), name)
+
+    def fixed_point_multiply(self, v: QValue, multiplier) -> relax.Expr:
+        """int64 ``round_half_up((int(v) + offset - zero_point) * multiplier)``:
+        ``(x * M0 + 2^(r-1)) >> r``, TVM's q_multiply_shift rule (see ``fixed_point``)."""
+        form = fixed_point(multiplier, max(v.bound, 1.0))
+        x = relax.op.astype(v.expr, "int64")
+        shift = _compact(_zero_if_none(v.offset) - v.zero_point)
+        if np.any(shift != 0):
+            x = relax.op.add(x, self.const(shift, "int64"))
+        x = relax.op.multiply(x, self.const(_compact(form.m0), "int64"))
+        rshift = _compact(form.rshift)
+        x = relax.op.add(x, self.const(_compact(np.left_shift(np.int64(1), rshift - 1)), "int64"))
+        return relax.op.right_shift(x, self.const(rshift, "int64"))
 
     def quantize_float(self, tensor, scale: float, zero_point: int, name: str) -> relax.Var:
         from .realize import emit_codes  # the exact float ops simulate emits
@@ -354,12 +359,16 @@ def _weight_operand(r: IntegerRealizer, expr) -> QValue:
     return v
 
 
-def _layer_value(r: IntegerRealizer, acc_expr, data: QValue, weight_codes: np.ndarray,
-                 reduce_axes, scale, channel_axis: int, ndim: int) -> QValue:
+def _layer_bound(data: QValue, weight_codes: np.ndarray, reduce_axes) -> float:
+    """Largest |accumulator|: max over channels of sum|w| * max|x - z|."""
+    per_channel = np.abs(weight_codes.astype(np.int64)).sum(axis=reduce_axes)
+    return float(per_channel.max(initial=0)) * data.bound
+
+
+def _layer_value(acc_expr, data: QValue, weight_codes: np.ndarray, reduce_axes, bound: float,
+                 scale, channel_axis: int, ndim: int) -> QValue:
     """Accumulator of a conv/matmul: scale s_x * s_w, zero-point correction pending."""
     weight_codes = weight_codes.astype(np.int64)
-    per_channel_abs = np.abs(weight_codes).sum(axis=reduce_axes)
-    bound = float(per_channel_abs.max(initial=0)) * data.bound
     offset = None
     if data.zero_point:
         offset = _on_axis(-data.zero_point * weight_codes.sum(axis=reduce_axes), channel_axis, ndim)
@@ -375,7 +384,7 @@ def _conv2d(r: IntegerRealizer, var, call) -> QValue:
     out_layout = str(attrs.out_layout or data_layout)
     o_axis = kernel_layout.index("O")
     reduce_axes = tuple(i for i in range(weight.const.ndim) if i != o_axis)
-    bound = float(np.abs(weight.const.astype(np.int64)).sum(axis=reduce_axes).max(initial=0)) * data.bound
+    bound = _layer_bound(data, weight.const, reduce_axes)
     padding = [int(p) for p in attrs.padding]
     x = data.expr
     if data.zero_point and any(padding):
@@ -392,8 +401,8 @@ def _conv2d(r: IntegerRealizer, var, call) -> QValue:
         out_layout=out_layout, out_dtype=r.accumulator_dtype(bound))
     weight_scale = weight.scale.reshape(-1)
     scale = data.scale * weight_scale
-    return _layer_value(r, acc, data, weight.const, reduce_axes, scale, out_layout.index("C"),
-                        len(out_layout))
+    return _layer_value(acc, data, weight.const, reduce_axes, bound, scale,
+                        out_layout.index("C"), len(out_layout))
 
 
 @register_integer("relax.matmul")
@@ -402,11 +411,10 @@ def _matmul(r: IntegerRealizer, var, call) -> QValue:
     weight = _weight_operand(r, call.args[1])
     if weight.const.ndim != 2:
         raise NoIntegerRule("matmul weight is not 2-D")
-    bound = float(np.abs(weight.const.astype(np.int64)).sum(axis=0).max(initial=0)) * data.bound
+    bound = _layer_bound(data, weight.const, (0,))
     acc = relax.op.matmul(data.expr, weight.expr, out_dtype=r.accumulator_dtype(bound))
-    ndim = len(shape_of(var))
-    return _layer_value(r, acc, data, weight.const, (0,), data.scale * weight.scale.reshape(-1),
-                        -1, ndim)
+    return _layer_value(acc, data, weight.const, (0,), bound,
+                        data.scale * weight.scale.reshape(-1), -1, len(shape_of(var)))
 
 
 @register_integer("relax.add")
@@ -444,13 +452,7 @@ def _residual_add(r: IntegerRealizer, var, lhs: QValue, rhs: QValue) -> QValue:
     terms, bound = [], 0.0
     for v in (lhs, rhs):
         multiplier = float(v.scale) / common
-        form = fixed_point(multiplier, v.bound)
-        x = relax.op.astype(v.expr, "int64")
-        if v.zero_point:
-            x = relax.op.subtract(x, r.const(v.zero_point, "int64"))
-        x = relax.op.multiply(x, r.const(form.m0, "int64"))
-        x = relax.op.add(x, r.const(np.left_shift(np.int64(1), form.rshift - 1), "int64"))
-        terms.append(relax.op.right_shift(x, r.const(form.rshift, "int64")))
+        terms.append(r.fixed_point_multiply(v, multiplier))
         bound += v.bound * multiplier + 1
     return QValue(relax.op.astype(relax.op.add(*terms), "int32"), np.asarray(common), bound=bound)
 
@@ -517,14 +519,13 @@ def _max_pool(r: IntegerRealizer, var, call) -> QValue:
     return dataclasses.replace(v, expr=expr)
 
 
-def _sum_value(r: IntegerRealizer, v: QValue, summed, count) -> QValue:
-    """A sum of ``count`` codes: int32 at scale s / count, zero point folded into the offset."""
-    count = np.asarray(count, np.float64)
-    offset = _compact(-v.zero_point * count) if v.zero_point else None
-    if offset is not None:
-        offset = offset.astype(np.int64)
-    return QValue(summed, v.scale / count, offset=offset,
-                  bound=float(v.bound * np.max(count)))
+def _sum_value(v: QValue, summed, window: int, count=None) -> QValue:
+    """A sum of ``window`` codes divided by ``count`` (default: window; an array when it varies
+    by position): int32 at scale s / count, ``-z * window`` folded into the offset. The
+    division happens in the next requantize's multiplier, with its rounding."""
+    count = np.asarray(window if count is None else count, np.float64)
+    offset = np.asarray(-v.zero_point * window, np.int64) if v.zero_point else None
+    return QValue(summed, v.scale / count, offset=offset, bound=float(v.bound * window))
 
 
 @register_integer("relax.nn.avg_pool2d")
@@ -552,15 +553,12 @@ def _avg_pool(r: IntegerRealizer, var, call) -> QValue:
     ones = r.const(np.ones((channels, 1, pool[0], pool[1])), "int8")
     summed = relax.op.nn.conv2d(x, ones, strides=strides, padding=conv_padding, dilation=dilation,
                                 groups=channels, out_dtype="int32")
-    if bool(attrs.count_include_pad):
-        counts = np.full(out_shape[2:], float(pool[0] * pool[1]))
-    else:
-        counts = _pool_counts(in_shape[2:], pool, strides, dilation, padding[:2], out_shape[2:])
-    result = _sum_value(r, v, summed, _compact(counts.reshape(1, 1, *out_shape[2:])))
-    if v.zero_point:  # every window position (padding included) holds a code to correct
-        result.offset = _compact(np.full((1, 1, *out_shape[2:]), -v.zero_point * pool[0] * pool[1],
-                                         np.int64))
-    return result
+    window = pool[0] * pool[1]  # codes summed per output, padding (= zero point) included
+    counts = None
+    if not bool(attrs.count_include_pad):
+        counts = _compact(_pool_counts(in_shape[2:], pool, strides, dilation, padding[:2],
+                                       out_shape[2:]).reshape(1, 1, *out_shape[2:]))
+    return _sum_value(v, summed, window, counts)
 
 
 @register_integer("relax.nn.adaptive_avg_pool2d")
@@ -580,7 +578,7 @@ def _adaptive_avg_pool(r: IntegerRealizer, var, call) -> QValue:
         summed = relax.op.sum(x, axis=[3, 5])
     else:
         summed = relax.op.sum(x, axis=[2, 3], keepdims=True)
-    return _sum_value(r, v, summed, kh * kw)
+    return _sum_value(v, summed, kh * kw)
 
 
 @register_integer("relax.mean")
@@ -591,7 +589,7 @@ def _mean(r: IntegerRealizer, var, call) -> QValue:
     count = int(np.prod([in_shape[a] for a in axes]))
     summed = relax.op.sum(relax.op.astype(v.expr, "int32"), axis=call.attrs.axis,
                           keepdims=bool(call.attrs.keepdims))
-    return _sum_value(r, v, summed, count)
+    return _sum_value(v, summed, count)
 
 
 @register_integer("relax.concat")
