@@ -33,7 +33,7 @@ def test_mnist_int8_per_channel_within_0p3_points_of_fp32_simulated_and_integer(
         assert row.fp32_top1 - row.quant_top1 <= 15, row.mode  # 0.3 points of 5000
     integer = rows[1]
     assert integer.mode == "integer" and integer.report.float_ops == []
-    assert integer.lsb_vs_simulate <= 1.0  # at every point, on all 5000 digits
+    assert integer.lsb_vs_simulate <= 1.0 + 1e-9  # at every point, on all 5000 digits
 
 
 def test_efficientnet_lite0_integer_keeps_accuracy_and_agrees_with_simulate(lite0):
@@ -47,4 +47,4 @@ def test_efficientnet_lite0_integer_keeps_accuracy_and_agrees_with_simulate(lite
     assert integer.n_labeled == 20 and integer.quant_top1 >= 17
     assert integer.per_set[heldout.name]["agree"] >= 9  # >= 90% top-1 agreement with fp32
     assert integer.report.float_ops == []
-    assert integer.lsb_vs_simulate <= 1.0
+    assert integer.lsb_vs_simulate <= 1.0 + 1e-9
