@@ -28,7 +28,6 @@ offset, pending real clip). One rule per op in ``INTEGER_RULES``; one rule per p
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -117,11 +116,6 @@ def _on_axis(values, axis: int, ndim: int) -> np.ndarray:
     shape = [1] * ndim
     shape[axis % ndim] = -1
     return np.asarray(values).reshape(shape)
-
-
-def _int_range(dtype: str) -> Tuple[int, int]:
-    info = np.iinfo(dtype)
-    return int(info.min), int(info.max)
 
 
 def _pool_counts(in_hw, pool, strides, dilation, padding, out_hw) -> np.ndarray:
