@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from tvm_quant_ext import cli
 
 
@@ -17,8 +19,13 @@ def test_eval_json_rows(capsys):
 
 
 def test_bad_option_is_a_clear_error(capsys):
-    assert cli.main(["eval", "--model", "mnist_cnn", "--calibrate-mode", "kl9", "--limit", "100"]) == 2
-    assert "calibrate_mode='kl9'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["eval", "--model", "mnist_cnn", "--calibrate-mode", "kl9", "--limit", "100"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'kl9'" in capsys.readouterr().err
+    # a bad value the parser cannot see is QConfig's error, also exit status 2
+    assert cli.main(["eval", "--model", "mnist_cnn", "--percentile", "120", "--limit", "100"]) == 2
+    assert "calibrate_percentile=120" in capsys.readouterr().err
 
 
 def test_eval_both_modes_reports_lsb_difference(capsys):
