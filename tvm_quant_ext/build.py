@@ -1,11 +1,15 @@
 """Compile a Relax module and call it with numpy arrays."""
 from __future__ import annotations
 
-from typing import Sequence, Union
+import os
+import tempfile
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import tvm
 from tvm import relax
+
+from .vnni import pack_int8_layers, target_has_vnni
 
 TargetLike = Union[str, dict, tvm.target.Target]
 
@@ -61,16 +65,89 @@ def _to_numpy(out):
     return tuple(_to_numpy(o) for o in out)
 
 
-def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None) -> CompiledModel:
-    """Compile ``mod`` (its ``main``) for ``target`` and return a callable model."""
+def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_trials: int = 0,
+          tuning_db: Optional[str] = None, vnni: Optional[bool] = None) -> CompiledModel:
+    """Compile ``mod`` (its ``main``) for ``target`` and return a callable model.
+
+    ``tune_trials``: MetaSchedule trials per tuning task (0: no tuning). Records go to the JSON
+    database in the directory ``tuning_db`` (created; a temporary one when not given).
+    ``tuning_db`` with ``tune_trials=0`` applies an existing database without tuning: tune once
+    per target offline, build from the database afterwards. Functions the database does not
+    cover keep the default (untuned) schedule.
+    ``vnni``: run int8 conv2d/matmul on the AVX-512 VNNI kernel (``tvm_quant_ext.vnni``);
+    default: when the llvm target has the feature (e.g. ``{"kind": "llvm", "mcpu": "znver4"}``).
+    CUDA targets get dlight's default GPU schedules.
+    """
     tgt = make_target(target)
     main = mod["main"]
     names = [p.name for p in main.params]
     shapes = [tuple(int(d) for d in p.ty.shape) for p in main.params]
     dtypes = [str(p.ty.dtype) for p in main.params]
-    with tgt:
-        lowered = relax.get_pipeline("zero")(mod)
-    executable = tvm.compile(lowered, tgt)
+    executable = compile_module(mod, tgt, tune_trials=tune_trials, tuning_db=tuning_db, vnni=vnni)
     if device is None:
         device = tvm.cpu(0) if tgt.kind.name == "llvm" else tvm.device(tgt.kind.name, 0)
     return CompiledModel(executable, device, names, shapes, dtypes)
+
+
+def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 0,
+                   tuning_db: Optional[str] = None, vnni: Optional[bool] = None):
+    """``build`` without the callable wrapper: the executable (``export_library``-able)."""
+    tgt = make_target(target)
+    if vnni is None:
+        vnni = target_has_vnni(tgt)
+    if vnni:
+        mod = pack_int8_layers(mod)
+    with tgt:
+        lowered = relax.get_pipeline("zero")(mod)  # legalize, fold, fuse
+    if tgt.kind.name == "cuda":
+        lowered = gpu_schedule(lowered, tgt)
+    elif tune_trials > 0 or tuning_db is not None:
+        lowered = tune(lowered, tgt, tune_trials, tuning_db)
+    return tvm.compile(lowered, tgt)
+
+
+def tune(lowered: tvm.IRModule, target: tvm.target.Target, trials_per_task: int,
+         tuning_db: Optional[str]) -> tvm.IRModule:
+    """Tune the fused TIR functions of ``lowered`` (when trials_per_task > 0) into the JSON
+    database at ``tuning_db`` and apply what the database holds."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if tuning_db is None:
+        tuning_db = tempfile.mkdtemp(prefix="tvm_quant_ext_tune_")
+    os.makedirs(tuning_db, exist_ok=True)
+    if tune_target_needs_cores(target):
+        target = tvm.target.Target({**_target_dict(target), "num-cores": os.cpu_count() or 1})
+    if trials_per_task > 0:
+        tasks = ms.relax_integration.extract_tasks(lowered, target)
+        tasks = [t for t in tasks if not t.mod.attrs.get("tirx.is_scheduled", False)]
+        if tasks:
+            ms.relax_integration.tune_relax(
+                lowered, {}, target, work_dir=tuning_db,
+                max_trials_global=trials_per_task * len(tasks),
+                max_trials_per_task=trials_per_task,
+                num_trials_per_iter=min(64, trials_per_task))
+    database = ms.database.JSONDatabase(work_dir=tuning_db)
+    with target, database:
+        return relax.transform.MetaScheduleApplyDatabase()(lowered)
+
+
+def tune_target_needs_cores(target: tvm.target.Target) -> bool:
+    return target.kind.name == "llvm" and "num-cores" not in _export(target)
+
+
+def _export(target: tvm.target.Target) -> dict:
+    """The target as a dict that ``tvm.target.Target`` accepts back."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(target.export()).items()}
+
+
+def gpu_schedule(lowered: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """dlight's default GPU schedules. They are chosen under an sm_61 view of the target: on
+    sm >= 70 ``gpu.Matmul`` picks a WMMA schedule for int8 matmul/conv that fails to lower
+    (GetWmmaFragmentSize in inject_software_pipeline); the sm_61 choice is a dp4a-friendly
+    SIMT schedule that compiles for every later arch."""
+    from tvm.s_tir import dlight as dl
+
+    schedule_target = tvm.target.Target({**_export(target), "arch": "sm_61"})
+    with schedule_target:
+        return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                       dl.gpu.GeneralReduction(), dl.gpu.Fallback())(lowered)
