@@ -116,19 +116,27 @@ def tune(lowered: tvm.IRModule, target: tvm.target.Target, trials_per_task: int,
         tuning_db = tempfile.mkdtemp(prefix="tvm_quant_ext_tune_")
     os.makedirs(tuning_db, exist_ok=True)
     if tune_target_needs_cores(target):
-        target = tvm.target.Target({**_target_dict(target), "num-cores": os.cpu_count() or 1})
+        target = tvm.target.Target({**_export(target), "num-cores": os.cpu_count() or 1})
     if trials_per_task > 0:
-        tasks = ms.relax_integration.extract_tasks(lowered, target)
-        tasks = [t for t in tasks if not t.mod.attrs.get("tirx.is_scheduled", False)]
-        if tasks:
-            ms.relax_integration.tune_relax(
-                lowered, {}, target, work_dir=tuning_db,
-                max_trials_global=trials_per_task * len(tasks),
-                max_trials_per_task=trials_per_task,
-                num_trials_per_iter=min(64, trials_per_task))
+        extracted = [t for t in ms.relax_integration.extract_tasks(lowered, target)
+                     if not _is_scheduled(t.dispatched[0])]
+        if extracted:
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted, work_dir=tuning_db)
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=tuning_db,
+                               max_trials_global=trials_per_task * len(contexts),
+                               max_trials_per_task=trials_per_task,
+                               num_trials_per_iter=min(64, trials_per_task))
     database = ms.database.JSONDatabase(work_dir=tuning_db)
     with target, database:
         return relax.transform.MetaScheduleApplyDatabase()(lowered)
+
+
+def _is_scheduled(mod: tvm.IRModule) -> bool:
+    """Hand-scheduled kernels (the VNNI conv) carry tirx.is_scheduled; MetaSchedule's own check
+    looks at the module's attributes, not the function's, and would try to tune them."""
+    return any(bool(f.attrs.get("tirx.is_scheduled", False)) for f in mod.functions.values()
+               if f.attrs is not None)
 
 
 def tune_target_needs_cores(target: tvm.target.Target) -> bool:

@@ -26,7 +26,6 @@ import numpy as np
 import tvm
 from tvm import relax, te
 from tvm.s_tir import Schedule, TensorIntrin
-from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
 from tvm.script import tirx as T
 
 from .graph import const_value, is_const, op_name
@@ -36,28 +35,50 @@ INTRIN = "tvm_quant_ext.dot_16x4_u8i8i32_vnni"
 REGISTER_BLOCK = 8    # output columns accumulated in registers per weight load
 
 
-# TVM's own "dot_16x4_vnni" passes int32 vectors to llvm.x86.avx512.vpdpbusd.512; the LLVM in
-# apache-tvm 0.27 (LLVM >= 20) declares the operands as <64 x i8> and rejects that call.
-@T.prim_func(s_tir=True)
-def _dot_16x4_vnni(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"),
-            T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
-            B.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16",
-        )
+def _dot_16x4_functions():
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    # TVM's own "dot_16x4_vnni" passes int32 vectors to llvm.x86.avx512.vpdpbusd.512; the LLVM
+    # in apache-tvm 0.27 (LLVM >= 20) declares the operands as <64 x i8> and rejects that call.
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    return desc, impl
 
 
-TensorIntrin.register(INTRIN, dot_product_16x4_u8i8i32_desc, _dot_16x4_vnni, override=True)
+_registered = False
+
+
+def _ensure_intrinsic() -> None:
+    """Register INTRIN on first use (parsing TVMScript at import would slow every import)."""
+    global _registered
+    if not _registered:
+        TensorIntrin.register(INTRIN, *_dot_16x4_functions(), override=True)
+        _registered = True
 
 
 def target_has_vnni(target: tvm.target.Target) -> bool:
@@ -129,6 +150,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
 
 
 def _schedule(func: tvm.tirx.PrimFunc, out_width: int) -> tvm.tirx.PrimFunc:
+    _ensure_intrinsic()
     sch = Schedule(func)
     block = REGISTER_BLOCK
     while out_width % block:  # a whole number of register blocks keeps the tensorized loop clean
