@@ -10,7 +10,7 @@ from tvm.target import codegen
 import tvm_quant_ext
 from tvm_quant_ext.build import compile_module
 
-from graphs import int8_conv_block
+from int8_graphs import int8_conv_block
 
 VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
 HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
