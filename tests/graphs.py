@@ -101,4 +101,3 @@ def mixed_ops(seed: int = 0):
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get(), params
-
