@@ -12,6 +12,7 @@ from tvm import relax
 from .vnni import pack_int8_layers, target_has_vnni
 
 TargetLike = Union[str, dict, tvm.target.Target]
+EVOLUTIONARY_MIN_TRIALS = 32  # below this, tuning samples traces (ReplayTrace) instead
 
 
 def make_target(target: TargetLike) -> tvm.target.Target:
@@ -121,8 +122,12 @@ def tune(lowered: tvm.IRModule, target: tvm.target.Target, trials_per_task: int,
         extracted = [t for t in ms.relax_integration.extract_tasks(lowered, target)
                      if not _is_scheduled(t.dispatched[0])]
         if extracted:
+            # With a few trials per task the evolutionary search's fixed cost (populations of
+            # 2048 candidates scored by an XGBoost model) is minutes per task on 2 cores and
+            # buys nothing; sampling traces from the design space is what small budgets need.
+            strategy = "evolutionary" if trials_per_task >= EVOLUTIONARY_MIN_TRIALS else "replay-trace"
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                extracted, work_dir=tuning_db)
+                extracted, work_dir=tuning_db, strategy=strategy)
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=tuning_db,
                                max_trials_global=trials_per_task * len(contexts),
                                max_trials_per_task=trials_per_task,

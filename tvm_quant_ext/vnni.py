@@ -145,11 +145,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                      lambda i, oc, y, x: acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
                      name="out")
     func = te.create_prim_func([data, weight, correction, out])
-    func = _schedule(func, ow).without_attr("global_symbol")
+    func = _schedule(func, ow, ob).without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
 
 
-def _schedule(func: tvm.tirx.PrimFunc, out_width: int) -> tvm.tirx.PrimFunc:
+def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int) -> tvm.tirx.PrimFunc:
     _ensure_intrinsic()
     sch = Schedule(func)
     block = REGISTER_BLOCK
@@ -158,14 +158,17 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int) -> tvm.tirx.PrimFunc:
     acc = sch.get_sblock("acc")
     i, bo, y, x, lo, rc, ry, rx, rj = sch.get_loops(acc)
     x_outer, x_inner = sch.split(x, [None, block])
-    sch.reorder(i, bo, y, x_outer, rc, ry, rx, x_inner, lo, rj)
+    # two 16-channel weight blocks per step (when there are) reuse each activation load twice
+    bo_outer, bo_inner = sch.split(bo, [None, 2 if out_blocks % 2 == 0 else 1])
+    sch.reorder(i, bo_outer, y, x_outer, rc, ry, rx, bo_inner, x_inner, lo, rj)
     # accumulate one register block in a small buffer, written out once per block
     write_back = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(write_back, x_outer)
-    sch.parallel(sch.fuse(i, bo, y))
+    sch.parallel(sch.fuse(i, bo_outer, y))
     init = sch.decompose_reduction(acc, rc)
     sch.tensorize(lo, INTRIN)
     sch.unroll(x_inner)
+    sch.unroll(bo_inner)
     sch.vectorize(sch.get_loops(write_back)[-1])
     sch.vectorize(sch.get_loops(init)[-1])
 
