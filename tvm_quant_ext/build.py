@@ -12,6 +12,7 @@ from tvm import relax
 from .vnni import pack_int8_layers, target_has_vnni
 
 TargetLike = Union[str, dict, tvm.target.Target]
+MEASURE_TIMEOUT_S = 300      # MetaSchedule build / run timeout per candidate batch
 EVOLUTIONARY_MIN_TRIALS = 32  # below this, tuning samples traces (ReplayTrace) instead
 
 
@@ -131,7 +132,11 @@ def tune(lowered: tvm.IRModule, target: tvm.target.Target, trials_per_task: int,
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=tuning_db,
                                max_trials_global=trials_per_task * len(contexts),
                                max_trials_per_task=trials_per_task,
-                               num_trials_per_iter=min(64, trials_per_task))
+                               num_trials_per_iter=min(64, trials_per_task),
+                               # worker processes import TVM; on a loaded 2-core box that alone
+                               # exceeds the 30 s default and every candidate "fails to build"
+                               builder=ms.builder.LocalBuilder(timeout_sec=MEASURE_TIMEOUT_S),
+                               runner=ms.runner.LocalRunner(timeout_sec=MEASURE_TIMEOUT_S))
     database = ms.database.JSONDatabase(work_dir=tuning_db)
     with target, database:
         return relax.transform.MetaScheduleApplyDatabase()(lowered)
