@@ -23,12 +23,16 @@ def _inputs(dtype, shape, seed=1):
     return np.random.default_rng(seed).integers(lo, hi, shape).astype(dtype)
 
 
-def _llvm_asm(executable) -> str:
+def _modules(executable, kind):
     def walk(mod):
         yield mod
         for sub in mod.imports:
             yield from walk(sub)
-    return "".join(m.inspect_source("asm") for m in walk(executable.mod) if m.kind == "llvm")
+    return [m for m in walk(executable.mod) if m.kind == kind]
+
+
+def _llvm_asm(executable) -> str:
+    return "".join(m.inspect_source("asm") for m in _modules(executable, "llvm"))
 
 
 def test_vnni_kernel_emits_vpdpbusd():
@@ -84,7 +88,7 @@ def test_cuda_compiles_and_exports(arch, tmp_path):
     mod, _ = int8_conv_block(in_ch=64, out_ch=64, size=8, classes=10)  # every extent > 64: WMMA trap
     target = {"kind": "cuda", "arch": arch}
     executable = compile_module(mod, target)
-    cuda = [m for m in executable.mod.imports if m.kind == "cuda"]
+    cuda = _modules(executable, "cuda")
     assert cuda, "no CUDA module in the build"
     with tvm.target.Target(target):  # the kernels really compile for the arch (no GPU needed)
         cubin = nvcc.compile_cuda(cuda[0].inspect_source(""), target_format="cubin", arch=arch,
