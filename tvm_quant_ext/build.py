@@ -52,7 +52,7 @@ class CompiledModel:
                             f"got {len(arrays)}")
         tensors = []
         for name, shape, dtype, array in zip(self.input_names, self.input_shapes,
-                                             self.input_dtypes, arrays):
+                                         self.input_dtypes, arrays):
             array = np.ascontiguousarray(array, dtype=dtype)
             if array.shape != shape:
                 raise ValueError(f"input {name!r}: shape {array.shape}, model expects {shape}")
@@ -126,17 +126,19 @@ def tune(lowered: tvm.IRModule, target: tvm.target.Target, trials_per_task: int,
             # With a few trials per task the evolutionary search's fixed cost (populations of
             # 2048 candidates scored by an XGBoost model) is minutes per task on 2 cores and
             # buys nothing; sampling traces from the design space is what small budgets need.
-            strategy = "evolutionary" if trials_per_task >= EVOLUTIONARY_MIN_TRIALS else "replay-trace"
+            evolutionary = trials_per_task >= EVOLUTIONARY_MIN_TRIALS
+            strategy = "evolutionary" if evolutionary else "replay-trace"
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 extracted, work_dir=tuning_db, strategy=strategy)
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=tuning_db,
-                               max_trials_global=trials_per_task * len(contexts),
-                               max_trials_per_task=trials_per_task,
-                               num_trials_per_iter=min(64, trials_per_task),
-                               # worker processes import TVM; on a loaded 2-core box that alone
-                               # exceeds the 30 s default and every candidate "fails to build"
-                               builder=ms.builder.LocalBuilder(timeout_sec=MEASURE_TIMEOUT_S),
-                               runner=ms.runner.LocalRunner(timeout_sec=MEASURE_TIMEOUT_S))
+                           max_trials_global=trials_per_task * len(contexts),
+                           max_trials_per_task=trials_per_task,
+                           num_trials_per_iter=min(64, trials_per_task),
+                           cost_model="xgb" if evolutionary else "random",  # xgb: pip extra "tune"
+                           # worker processes import TVM; on a loaded 2-core box that alone
+                           # exceeds the 30 s default and every candidate "fails to build"
+                           builder=ms.builder.LocalBuilder(timeout_sec=MEASURE_TIMEOUT_S),
+                           runner=ms.runner.LocalRunner(timeout_sec=MEASURE_TIMEOUT_S))
     database = ms.database.JSONDatabase(work_dir=tuning_db)
     with target, database:
         return relax.transform.MetaScheduleApplyDatabase()(lowered)
@@ -168,4 +170,4 @@ def gpu_schedule(lowered: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModu
     schedule_target = tvm.target.Target({**_export(target), "arch": "sm_61"})
     with schedule_target:
         return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                       dl.gpu.GeneralReduction(), dl.gpu.Fallback())(lowered)
+                                   dl.gpu.GeneralReduction(), dl.gpu.Fallback())(lowered)
