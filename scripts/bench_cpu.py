@@ -33,6 +33,7 @@ from tvm_quant_ext import QConfig, zoo  # noqa: E402
 from tvm_quant_ext import passes  # noqa: E402
 
 HOST_TARGET = {"kind": "llvm", "mcpu": "znver4"}
+INT8_SUFFIX = "_ort_int8_qdq_per_channel.onnx"  # ONNX Runtime's quantized copy, next to the fp32 file
 ALL_MODELS = ("conv3x3_64", "mnist_cnn", "efficientnet_lite0", "resnet50_v2")
 
 
@@ -138,7 +139,8 @@ def load_model(name: str, batch: int, calib_batches: int) -> BenchModel:
                  for _ in range(calib_batches)]
         return BenchModel(name, onnx_path, mod, params, input_name, calib)
     zm = zoo.load(name, batch)
-    exports = sorted(glob.glob(os.path.join(root, f"{name}_b{batch}_*.onnx")), key=os.path.getmtime)
+    exports = sorted((p for p in glob.glob(os.path.join(root, f"{name}_b{batch}_*.onnx"))
+                      if INT8_SUFFIX not in p), key=os.path.getmtime)
     if not exports:
         raise FileNotFoundError(f"zoo.load({name!r}) left no ONNX export under {root}")
     return BenchModel(name, exports[-1], zm.mod, zm.params, zm.input_name,
@@ -178,7 +180,7 @@ def ort_int8_model(bm: BenchModel, batch: int) -> str:
     """quantize_static: QDQ, per-channel weights, calibrated on the calibration batches."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    out = bm.onnx_path[:-len(".onnx")] + f"_int8_qdq_pc.onnx"
+    out = bm.onnx_path[:-len(".onnx")] + INT8_SUFFIX
     if os.path.exists(out):
         return out
 
