@@ -137,11 +137,24 @@ def tune(lowered: tvm.IRModule, target: tvm.target.Target, trials_per_task: int,
                            cost_model="xgb" if evolutionary else "random",  # xgb: pip extra "tune"
                            # worker processes import TVM; on a loaded 2-core box that alone
                            # exceeds the 30 s default and every candidate "fails to build"
-                           builder=ms.builder.LocalBuilder(timeout_sec=MEASURE_TIMEOUT_S),
+                           builder=ms.builder.LocalBuilder(f_build=build_candidate,
+                                                           timeout_sec=MEASURE_TIMEOUT_S),
                            runner=ms.runner.LocalRunner(timeout_sec=MEASURE_TIMEOUT_S))
     database = ms.database.JSONDatabase(work_dir=tuning_db)
     with target, database:
         return relax.transform.MetaScheduleApplyDatabase()(lowered)
+
+
+def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params=None):
+    """MetaSchedule's default candidate build minus its ``import tvm.s_tir.tensor_intrin``:
+    the builder starts fresh worker processes for every batch of candidates, and that import
+    parses every target's intrinsics (25 s idle, 80+ s on a loaded 2-core box) in each worker.
+    Candidates arrive already tensorized, so the registry is not needed to compile them."""
+    from tvm.driver import build as tir_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tir_build(mod, target=target)
 
 
 def _is_scheduled(mod: tvm.IRModule) -> bool:
