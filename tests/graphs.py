@@ -101,3 +101,28 @@ def mixed_ops(seed: int = 0):
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get(), params
+
+
+def depthwise_block(seed: int = 0, channels: int = 4, size: int = 9):
+    """Depthwise 3x3 stride-2 conv with TF "same" (asymmetric) padding + bias, ReLU, then a
+    1x1 conv + bias: the EfficientNet pattern on which zero points meet padding."""
+    rng = np.random.default_rng(seed)
+    c = channels
+    shapes = {"dw.weight": (c, 1, 3, 3), "dw.bias": (c,), "pw.weight": (2 * c, c, 1, 1),
+              "pw.bias": (2 * c,)}
+    params = {k: (rng.standard_normal(s) * 0.5).astype("float32") for k, s in shapes.items()}
+    data = _param("data", (1, c, size, size))
+    pv = {name: _param(name, shape) for name, shape in shapes.items()}
+    bb = relax.BlockBuilder()
+    op = relax.op
+    with bb.function("main", [data] + list(pv.values())):
+        with bb.dataflow():
+            x = bb.emit(op.nn.conv2d(data, pv["dw.weight"], strides=[2, 2], padding=[0, 0, 1, 1],
+                                     groups=c))
+            x = bb.emit(op.add(x, op.reshape(pv["dw.bias"], [1, c, 1, 1])))
+            x = bb.emit(op.nn.relu(x))
+            y = bb.emit(op.nn.conv2d(x, pv["pw.weight"]))
+            y = bb.emit(op.add(y, op.reshape(pv["pw.bias"], [1, 2 * c, 1, 1])))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), params

@@ -19,3 +19,12 @@ def test_eval_json_rows(capsys):
 def test_bad_option_is_a_clear_error(capsys):
     assert cli.main(["eval", "--model", "mnist_cnn", "--calibrate-mode", "kl9", "--limit", "100"]) == 2
     assert "calibrate_mode='kl9'" in capsys.readouterr().err
+
+
+def test_eval_both_modes_reports_lsb_difference(capsys):
+    assert cli.main(["eval", "--model", "mnist_cnn", "--mode", "both", "--limit", "100", "--json"]) == 0
+    simulate, integer = json.loads(capsys.readouterr().out)
+    assert (simulate["mode"], integer["mode"]) == ("simulate", "integer")
+    assert simulate["lsb_vs_simulate"] is None
+    assert 0 <= integer["lsb_vs_simulate"] <= 1 + 1e-9 and integer["float_ops"] == []
+    assert integer["agreement"] >= 0.99

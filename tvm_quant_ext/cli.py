@@ -2,6 +2,7 @@
 
     tvm-quant demo                      # both zoo models, 8- vs 32-bit bias, one table
     tvm-quant eval --model mnist_cnn --nbit-bias 32 --calibrate-mode max --per-channel [--json]
+    tvm-quant eval --model efficientnet_lite0 --mode both   # simulate and integer, LSB difference
 """
 from __future__ import annotations
 
@@ -31,9 +32,19 @@ def cmd_eval(args) -> int:
     config = QConfig(nbit_bias=args.nbit_bias, calibrate_mode=args.calibrate_mode,
                      weight_scale=args.weight_scale, per_channel=args.per_channel,
                      nbit_activation=max(32, args.nbit_bias), bias_overflow=args.bias_overflow)
+    modes = ["simulate", "integer"] if args.mode == "both" else [args.mode]
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    rows = _evaluate(args.model, [config], limit=args.limit, progress=not args.json, log=log)
+    rows = _evaluate(args.model, [config.replace(mode=m) for m in modes], limit=args.limit,
+                     progress=not args.json, log=log)
     _print(rows, args.json)
+    if not args.json:
+        for row in rows:
+            if row.lsb_vs_simulate is not None:
+                print(f"integer vs simulate: max difference {row.lsb_vs_simulate:g} LSB over all "
+                      f"points, {row.final_lsb_vs_simulate:g} LSB at the last point")
+            if row.mode == "integer" and row.report is not None:
+                names = [f["tensor"] for f in row.report.float_ops]
+                print(f"integer mode: ops computed in float: {', '.join(names) or 'none'}")
     return 0
 
 
@@ -94,6 +105,9 @@ def main(argv=None) -> int:
     group = ev.add_mutually_exclusive_group()
     group.add_argument("--per-channel", dest="per_channel", action="store_true", default=True)
     group.add_argument("--per-tensor", dest="per_channel", action="store_false")
+    ev.add_argument("--mode", default="simulate", choices=["simulate", "integer", "both"],
+                    help="simulate (fake-quant), integer (int8 between layers), or both on the "
+                         "same calibration with their difference in LSBs")
     ev.add_argument("--limit", type=int, default=None, help="at most N images per eval set")
     ev.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     ev.set_defaults(func=cmd_eval)

@@ -20,7 +20,7 @@ class QKind(str, Enum):
 
 
 BIAS_OVERFLOW_POLICIES = ("adjust", "zero_tiny", "clip", "error")
-MODES = ("simulate",)
+MODES = ("simulate", "integer")
 UNSUPPORTED_OP_POLICIES = ("float", "error")
 BIAS_BITS = (8, 16, 32, 64)
 
@@ -49,7 +49,10 @@ class QConfig:
     tiny_weight_threshold: max|w| under which "zero_tiny" zeroes a channel.
     skip_layers: layer names (not positions) kept in float.
     on_unsupported_op: "float" keeps ops with no rule in float and reports them; "error" raises.
-    mode: "simulate" (fake-quant in float that rounds and clips as integers would).
+    mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
+        "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
+        fixed-point requantize; same points and rounding rule, so it agrees with simulate
+        within one LSB; see passes/realize_integer.py).
     """
 
     nbit_input: int = 8

@@ -2,7 +2,10 @@
 
 One pass over the evaluation images runs the fp32 model and every quantized configuration
 on the same batch; layer SNRs compare tensors by point id (markers left in both modules),
-accumulated as running sums so no activation outlives its batch.
+accumulated as running sums so no activation outlives its batch. An integer-mode module's
+taps are codes; they are dequantized with the point's scale and zero point before comparing.
+When a config is evaluated in both modes (simulate and integer, same calibration), the row of
+the integer one also carries the largest difference between the two at every point, in LSBs.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 from . import passes
 from .build import build
 from .config import QConfig
-from .points import collect_points
+from .points import collect_points, get_state
 from .report import QuantReport, get_report
 
 
@@ -33,6 +36,11 @@ class EvalRow:
     worst_layers: List[tuple] = field(default_factory=list)  # (point id, SNR dB), worst first
     per_set: Dict[str, dict] = field(default_factory=dict)
     report: Optional[QuantReport] = None
+    mode: str = "simulate"
+    # integer rows evaluated next to simulate: max |integer - simulate| / scale over all points,
+    # and at the last point (the final quantized activation before the output layer)
+    lsb_vs_simulate: Optional[float] = None
+    final_lsb_vs_simulate: Optional[float] = None
 
     def json_row(self) -> dict:
         return {
@@ -44,6 +52,9 @@ class EvalRow:
             "worst_layers": [[name, round(snr, 2)] for name, snr in self.worst_layers],
             "per_set": self.per_set,
             "bias_adjustments": len(self.report.bias_adjustments) if self.report else 0,
+            "mode": self.mode, "lsb_vs_simulate": self.lsb_vs_simulate,
+            "final_lsb_vs_simulate": self.final_lsb_vs_simulate,
+            "float_ops": [f["tensor"] for f in self.report.float_ops] if self.report else [],
         }
 
 
@@ -64,11 +75,23 @@ class _Sums:
         return float(10 * np.log10(max(signal, 1e-300) / noise))
 
 
-def _run_tapped(model, batch):
+def _decoder(state):
+    """Tapped tensors as real values: integer-mode taps are codes."""
+
+    def decode(point_id, array):
+        if np.issubdtype(array.dtype, np.integer):
+            zero_point = state.activation_zero_points.get(point_id, 0)
+            return (array.astype(np.float64) - zero_point) * state.activation_scales[point_id]
+        return array
+
+    return decode
+
+
+def _run_tapped(model, batch, decode=lambda point_id, array: array):
     taps: Dict[str, np.ndarray] = {}
 
     def sink(point_id, array):
-        taps[point_id] = array
+        taps[point_id] = decode(point_id, array)
 
     with collect_points(sink):
         out = model(batch)
@@ -99,7 +122,8 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
             observer_cache[ckey] = passes.run_calibration(annotated, calib, config, target)
         calibrated = passes.attach_scales(annotated, observer_cache[ckey], config)
         realized = passes.realize(calibrated, config, tap=True)
-        quantized.append((config, build(realized, target), get_report(realized)))
+        quantized.append((config, build(realized, target), get_report(realized),
+                          get_state(realized)))
     fp32 = build(next(iter(annotated_cache.values())), target)  # markers are identity taps
 
     n = len(quantized)
@@ -109,6 +133,9 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
     out_sums = [_Sums() for _ in range(n)]
     layer_sums = [_Sums() for _ in range(n)]
     per_set = [dict() for _ in range(n)]
+    partner = {k: j for k, (c, *_rest) in enumerate(quantized) for j, (d, *_r) in enumerate(quantized)
+               if c.mode == "integer" and d.mode == "simulate" and c.replace(mode="simulate") == d}
+    lsb = {k: {} for k in partner}
     sets = [(s.name, s.images[:limit], None if s.labels is None else s.labels[:limit])
             for s in zoo_model.eval_sets if eval_sets is None or s.name in eval_sets]
     bar = _progress_bar(sum(len(images) // batch * batch for _, images, _ in sets),
@@ -124,8 +151,10 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
                 correct_fp32 += int(np.sum(ref_top == y))
                 labeled += batch
             total += batch
-            for k, (config, model, _) in enumerate(quantized):
-                out, taps = _run_tapped(model, x)
+            batch_taps = []
+            for k, (config, model, _, state) in enumerate(quantized):
+                out, taps = _run_tapped(model, x, _decoder(state))
+                batch_taps.append(taps)
                 top = out.reshape(batch, -1).argmax(axis=1)
                 stats = per_set[k].setdefault(set_name, {"n": 0, "agree": 0, "fp32_top1": 0,
                                                          "quant_top1": 0})
@@ -140,9 +169,14 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
                 for pid, value in taps.items():
                     if pid in ref_taps:
                         layer_sums[k].add(pid, ref_taps[pid], value)
+            for k, j in partner.items():
+                state = quantized[k][3]
+                for pid, value in batch_taps[k].items():
+                    diff = np.max(np.abs(value - batch_taps[j][pid])) / state.activation_scales[pid]
+                    lsb[k][pid] = max(lsb[k].get(pid, 0.0), float(diff))
     bar.close()
     rows = []
-    for k, (config, _, report) in enumerate(quantized):
+    for k, (config, _, report, _state) in enumerate(quantized):
         layers = sorted(((pid, layer_sums[k].snr(pid)) for pid in layer_sums[k].signal),
                         key=lambda item: item[1])
         rows.append(EvalRow(
@@ -150,7 +184,9 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
             per_channel=config.per_channel, fp32_top1=correct_fp32, quant_top1=correct_q[k],
             n_labeled=labeled, n_images=total, agreement=agree[k] / max(total, 1),
             snr_db=out_sums[k].snr("out"), worst_layers=layers[:3], per_set=per_set[k],
-            report=report))
+            report=report, mode=config.mode,
+            lsb_vs_simulate=max(lsb[k].values(), default=None) if k in lsb else None,
+            final_lsb_vs_simulate=list(lsb[k].values())[-1] if lsb.get(k) else None))
     return rows
 
 
@@ -166,7 +202,7 @@ def format_table(rows: Sequence[EvalRow]) -> str:
     lines = [head, "|" + "---|" * 7]
     for r in rows:
         config = (f"int8 {'per-channel' if r.per_channel else 'per-tensor'}, {r.calibrate_mode}, "
-                  f"{r.nbit_bias}-bit bias")
+                  f"{r.nbit_bias}-bit bias{', integer' if r.mode == 'integer' else ''}")
         worst = ", ".join(f"{name} {snr:.1f}" for name, snr in r.worst_layers)
         lines.append(
             f"| {r.model} | {config} | {r.fp32_top1}/{r.n_labeled} ({100 * r.fp32_top1 / max(r.n_labeled, 1):.2f}%) "

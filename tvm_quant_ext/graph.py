@@ -107,6 +107,10 @@ class BindingRewriter:
     def bound(self, old_var: relax.Var, new_var: relax.Var) -> None:
         """Hook: ``old_var``'s binding now lives on as ``new_var``."""
 
+    def output(self, result):
+        """Hook: the function's result expression (already remapped) before it is returned."""
+        return result
+
     def emit(self, value, name: str) -> relax.Var:
         return self.bb.emit(value, name_hint=name)
 
@@ -125,7 +129,7 @@ class BindingRewriter:
                         new_value = self.emit(new_value, binding.var.name)
                     self.remap[binding.var] = new_value
                     self.bound(binding.var, new_value)
-                result = substitute(func.body.body, self.remap)
+                result = self.output(substitute(func.body.body, self.remap))
                 out = self.bb.emit_output(result)
             self.bb.emit_func_output(out)
         return self.bb.get()[self.func_name]

@@ -3,9 +3,10 @@ from .prepare import CanonicalizeBias, NameLayers, prepare, PrepareForQuantizati
 from .annotate import Annotate, annotate, register_annotate, ANNOTATE_RULES
 from .calibrate import Calibrate, attach_scales, calibrate, run_calibration
 from .realize import Realize, realize, REALIZE_RULES, register_realize
+from .realize_integer import INTEGER_RULES, register_integer
 
 __all__ = [
-    "ANNOTATE_RULES", "Annotate", "Calibrate", "attach_scales", "CanonicalizeBias", "NameLayers",
+    "ANNOTATE_RULES", "Annotate", "INTEGER_RULES", "register_integer", "Calibrate", "attach_scales", "CanonicalizeBias", "NameLayers",
     "PrepareForQuantization", "REALIZE_RULES", "Realize", "annotate", "calibrate",
     "prepare", "realize", "register_annotate", "register_realize", "run_calibration",
 ]

@@ -1,5 +1,9 @@
 """realize (simulate): replace each point by its quantization, computed as integers would.
 
+With ``QConfig(mode="integer")`` ``realize`` hands the same plan (weight codes and scales,
+bias codes) to ``realize_integer``, which computes in integers; simulate computes in float64
+so that both round the same way (they agree within one LSB at every point).
+
 Activations: ``(clip(floor(x / s + 0.5) + z, qmin, qmax) - z) * s`` in the graph (round half
 up, the rounding of a fixed-point requantize; z = 0 and qmin = -qmax when symmetric). Weights and biases are constants: quantized here in
 numpy (``qmath``) and emitted as their dequantized values. A bias is its own kind: codes at
@@ -105,8 +109,25 @@ def plan_layers(ctx: RealizeContext) -> List[qmath.BiasAdjustment]:
     return adjustments
 
 
+# Simulate computes in float64: float32 (24-bit significand) cannot resolve the rounding of
+# an 8-bit requantize near ties, and one flipped code is amplified by the next layers
+# (EfficientNet-Lite0: up to 24 LSB apart from integer mode after 50 layers). In float64 the
+# float arithmetic is exact enough that simulate and integer realize compute the same codes.
+SIMULATE_DTYPE = "float64"
+
+
 def _scalar(value: float, dtype="float32"):
     return relax.const(np.array(value, dtype), dtype)
+
+
+def emit_codes(bb, tensor, scale: float, zero_point: int, qmin: int, qmax: int, name: str):
+    """Float-valued codes ``clip(floor(x / s + 0.5 + z), qmin, qmax)`` (round half up), in the
+    tensor's float type. Both realize modes quantize float tensors with these ops."""
+    dtype = str(tensor.ty.dtype)
+    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, _scalar(scale, dtype)),
+                                                _scalar(0.5 + zero_point, dtype))),
+                    name_hint=f"{name}.codes")
+    return bb.emit(relax.op.clip(codes, qmin, qmax), name_hint=f"{name}.clipped")
 
 
 @register_realize(QKind.ACTIVATION)
@@ -117,13 +138,13 @@ def _realize_activation(ctx: RealizeContext, bb, tensor, point: QPoint):
         raise GraphError(f"point {point.id!r} has no calibrated scale: run calibrate first")
     zero_point = ctx.state.activation_zero_points.get(point.id, 0)
     qmin, qmax = qmath.activation_range(ctx.config.nbit_input, ctx.config.activation_symmetric)
-    s = _scalar(scale)
-    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, s), _scalar(0.5 + zero_point))),
-                    name_hint=f"{point.id}.codes")
-    codes = bb.emit(relax.op.clip(codes, qmin, qmax), name_hint=f"{point.id}.clipped")
+    if str(tensor.ty.dtype) != SIMULATE_DTYPE:
+        tensor = bb.emit(relax.op.astype(tensor, SIMULATE_DTYPE), name_hint=f"{point.id}.f64")
+    codes = emit_codes(bb, tensor, scale, zero_point, qmin, qmax, point.id)
     if zero_point:
-        codes = bb.emit(relax.op.subtract(codes, _scalar(zero_point)), name_hint=f"{point.id}.centred")
-    out = relax.op.multiply(codes, s)
+        codes = bb.emit(relax.op.subtract(codes, _scalar(zero_point, SIMULATE_DTYPE)),
+                        name_hint=f"{point.id}.centred")
+    out = relax.op.multiply(codes, _scalar(scale, SIMULATE_DTYPE))
     if ctx.tap:  # let evaluation read the quantized tensor under the same id as the float one
         out = make_marker(bb.emit(out, name_hint=f"{point.id}.dq"), point.id, point.kind)
     return out
@@ -133,14 +154,14 @@ def _realize_activation(ctx: RealizeContext, bb, tensor, point: QPoint):
 def _realize_weight(ctx: RealizeContext, bb, tensor, point: QPoint):
     plan = ctx.plans[point.id]
     value = qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=point.axis)
-    return make_const(value, tensor.ty.dtype)
+    return make_const(value, SIMULATE_DTYPE)
 
 
 @register_realize(QKind.BIAS)
 def _realize_bias(ctx: RealizeContext, bb, tensor, point: QPoint):
     plan = ctx.plans[point.weight_point]
     value = plan.bias.accumulator_value.reshape(const_value(tensor).shape)
-    return make_const(value, tensor.ty.dtype)
+    return make_const(value, SIMULATE_DTYPE)
 
 
 class _Realizer(BindingRewriter):
@@ -151,10 +172,43 @@ class _Realizer(BindingRewriter):
     def visit(self, var, value):
         parsed = parse_marker(value)
         if parsed is None:
-            return value
+            return _promote_floats(self.bb, value)
         tensor, point_id, kind = parsed
         point = self.ctx.state.points[point_id]
         return REALIZE_RULES[kind](self.ctx, self.bb, tensor, point)
+
+    def output(self, result):
+        # the model's outputs keep their float32 type
+        return _cast_floats(self.bb, result, "float32")
+
+
+def _is_float(expr, dtype=None) -> bool:
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType):
+        return False
+    found = str(ty.dtype)
+    return found.startswith("float") and (dtype is None or found == dtype)
+
+
+def _cast_floats(bb, expr, dtype):
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_cast_floats(bb, f, dtype) for f in expr.fields])
+    if _is_float(expr) and not _is_float(expr, dtype):
+        return bb.emit(relax.op.astype(expr, dtype))
+    return expr
+
+
+def _promote_floats(bb, value):
+    """An op mixing float32 (an unquantized constant, a float op's output) with the float64
+    of quantized tensors computes in float64."""
+    if not isinstance(value, relax.Call):
+        return value
+    args = list(value.args)
+    flat = [f for a in args for f in (a.fields if isinstance(a, relax.Tuple) else [a])]
+    if not any(_is_float(a, SIMULATE_DTYPE) for a in flat):
+        return value
+    new_args = [_cast_floats(bb, a, SIMULATE_DTYPE) for a in args]
+    return relax.Call(value.op, new_args, value.attrs, list(value.ty_args))
 
 
 def _collect_constants(mod, state: QuantState, ctx: RealizeContext):
@@ -183,7 +237,13 @@ def realize(mod: tvm.IRModule, config: Optional[QConfig] = None, tap: bool = Fal
     ctx = RealizeContext(config, state, tap=tap)
     _collect_constants(mod, state, ctx)
     adjustments = plan_layers(ctx)
-    out = _Realizer(ctx)(mod)
+    if config.mode == "integer":
+        from .realize_integer import realize_integer
+
+        out, float_ops = realize_integer(mod, config, state, ctx.plans, tap=tap)
+        state.float_ops = list(state.float_ops) + float_ops
+    else:
+        out = _Realizer(ctx)(mod)
     out = relax.transform.FoldConstant()(out)
     state.report = build_report(config, state, ctx.plans, adjustments)
     return set_state(out, state)

@@ -1,0 +1,147 @@
+"""Fixed-point requantize as plain numpy: the arithmetic integer realize emits, exactly.
+
+A real multiplier ``M > 0`` (e.g. ``s_x * s_w / s_y``) is held as ``M0 * 2^(shift - 31)`` with
+``M0`` an int32 Q31 significand in ``[2^30, 2^31)`` (gemmlowp/TFLite style, as TVM's old
+``qnn`` did with ``frexp``). Applying it to an integer accumulator is
+
+    y = (acc * M0 + 2^(r - 1)) >> r,    r = 31 - shift    (64-bit product, arithmetic shift)
+
+which is TVM's ``tirx.q_multiply_shift`` / ``topi.fixed_point_multiply`` lowering: round to
+nearest, **ties toward +inf** (``floor(acc * M + 1/2)``), the same rule as ``qmath.round_half_up``
+that simulate uses (gemmlowp's ``RoundingDivideByPOT`` breaks ties away from zero instead;
+that differs only on exact ties of negative values). tests/test_fixed_point.py checks these
+functions against ``topi.fixed_point_multiply`` compiled by TVM.
+
+``FixedPoint`` is the form that is safe to emit in int64: it carries the right shift ``r``
+directly, lowers the multiplier's precision when the accumulator could be so wide that
+``acc * M0`` would overflow 64 bits, and turns a multiplier too small to ever reach 1/2 into 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .qmath import round_half_up
+
+Q = 31                 # fractional bits of the multiplier significand
+_PRODUCT_LIMIT = 2**62  # |acc * M0| stays below this, so adding 2^(r-1) <= 2^61 cannot overflow
+
+
+def quantize_multiplier(multiplier) -> Tuple[np.ndarray, np.ndarray]:
+    """(M0, shift) with ``multiplier = M0 * 2^(shift - 31)`` and ``M0`` in ``[2^30, 2^31)``.
+
+    Works elementwise on arrays (per-channel multipliers). M >= 1 gives shift >= 1; tiny M a
+    very negative shift. M == 0 gives (0, 0). Relative error of the Q31 significand <= 2^-31.
+    """
+    m = np.asarray(multiplier, np.float64)
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise ValueError(f"fixed-point multiplier must be finite and >= 0, got {m}")
+    significand, exponent = np.frexp(m)              # m = significand * 2^exponent, sig in [0.5, 1)
+    m0 = round_half_up(significand * 2.0**Q).astype(np.int64)
+    carry = m0 == 2**Q                                # significand rounded up to 1.0
+    m0 = np.where(carry, 2 ** (Q - 1), m0)
+    shift = np.where(carry, exponent + 1, exponent).astype(np.int64)
+    shift = np.where(m0 == 0, 0, shift)
+    return m0, shift
+
+
+def multiply_by_quantized_multiplier(acc, m0, shift) -> np.ndarray:
+    """``round_half_up(acc * M0 * 2^(shift-31))`` in exact integer arithmetic (TVM's rule).
+
+    ``acc``, ``m0``, ``shift`` broadcast (per-axis multipliers: reshape them onto the axis).
+    Computed with Python integers, so any magnitude is exact.
+    """
+    acc = np.asarray(acc)
+    m0, shift = np.broadcast_arrays(np.asarray(m0, np.int64), np.asarray(shift, np.int64))
+    a, m, s = np.broadcast_arrays(acc.astype(object), m0.astype(object), shift.astype(object))
+    out = np.empty(a.shape, object)
+    for index in np.ndindex(a.shape):
+        r = Q - int(s[index])
+        product = int(a[index]) * int(m[index])
+        out[index] = (product << -r) if r <= 0 else (product + (1 << (r - 1))) >> r
+    return out.astype(np.int64)
+
+
+def requantize(acc, m0, shift, zero_point: int = 0, qmin: Optional[int] = None,
+               qmax: Optional[int] = None) -> np.ndarray:
+    """Output codes ``clip(round_half_up(acc * M) + zero_point, qmin, qmax)``."""
+    y = multiply_by_quantized_multiplier(acc, m0, shift) + int(zero_point)
+    if qmin is not None or qmax is not None:
+        y = np.clip(y, qmin, qmax)
+    return y
+
+
+def requantize_per_axis(acc, m0, shift, axis: int, zero_point: int = 0,
+                        qmin: Optional[int] = None, qmax: Optional[int] = None) -> np.ndarray:
+    """``requantize`` with one (M0, shift) per index of ``axis`` (per-channel weights)."""
+    acc = np.asarray(acc)
+    shape = [1] * acc.ndim
+    shape[axis % acc.ndim] = -1
+    return requantize(acc, np.reshape(m0, shape), np.reshape(shift, shape), zero_point, qmin, qmax)
+
+
+@dataclass
+class FixedPoint:
+    """A multiplier ready for int64 code: ``y = (acc * m0 + 2^(rshift-1)) >> rshift``.
+
+    ``m0`` and ``rshift`` are int64 arrays (broadcastable to the accumulator) with
+    ``1 <= rshift <= 62`` and ``|acc| * m0 < 2^62`` for every |acc| <= the bound it was made for.
+    """
+
+    m0: np.ndarray
+    rshift: np.ndarray
+
+    @property
+    def value(self) -> np.ndarray:
+        return self.m0.astype(np.float64) * np.exp2(-self.rshift.astype(np.float64))
+
+    def apply(self, acc) -> np.ndarray:
+        """The emitted arithmetic, in numpy int64 (exact under the bound)."""
+        acc = np.asarray(acc, np.int64)
+        return (acc * self.m0 + (np.int64(1) << (self.rshift - 1))) >> self.rshift
+
+
+def fixed_point(multiplier, acc_bound: float) -> FixedPoint:
+    """The int64-safe fixed-point form of ``multiplier`` for accumulators with |acc| <= acc_bound.
+
+    Q31 (bit-identical to ``requantize``) whenever ``acc_bound * M0 < 2^62``, i.e. any int32
+    accumulator. Wider accumulators (16-bit activations, int64 bias) drop just enough low
+    bits of M0 (rounded half up). A multiplier whose largest product stays below 1/2 becomes 0:
+    every output rounds to 0 anyway.
+    """
+    m0, shift = quantize_multiplier(multiplier)
+    rshift = Q - shift
+    bound = max(float(acc_bound), 1.0)
+    # drop the fewest low bits of M0 (rounded half up) that make the product fit
+    bound_int = int(np.ceil(bound))
+    m0 = np.array(m0, np.int64)
+    rshift = np.array(rshift, np.int64)
+    for index in np.ndindex(m0.shape):
+        significand, excess = int(m0[index]), 0
+        while bound_int * significand >= _PRODUCT_LIMIT:
+            excess += 1
+            significand = (int(m0[index]) + (1 << (excess - 1))) >> excess
+        m0[index], rshift[index] = significand, rshift[index] - excess
+    # M >= 2^30 (rshift < 1): scale M0 up so the shift is at least 1 (exact)
+    up = np.maximum(1 - rshift, 0)
+    if np.any(up > 0):
+        if np.any(bound * m0 * np.exp2(up) >= _PRODUCT_LIMIT):
+            raise ValueError(f"fixed-point multiplier {multiplier} is too large for accumulators "
+                             f"up to {acc_bound:.3g}")
+        m0 = m0 << up
+        rshift = rshift + up
+    # never reaching 1/2: |acc * m0| < 2^62 <= 2^(rshift-1) when rshift > 62
+    never = rshift > 62
+    m0 = np.where(never | (m0 == 0), 0, m0).astype(np.int64)
+    rshift = np.where(never | (m0 == 0), 1, rshift).astype(np.int64)
+    return FixedPoint(m0, rshift)
+
+
+def codes_dtype(nbit: int, signed: bool) -> str:
+    """Storage type of nbit codes: int8/uint8 up to 8 bits, int16/uint16 up to 16."""
+    if nbit > 16:
+        raise ValueError(f"{nbit}-bit codes: at most 16 bits are supported")
+    width = 8 if nbit <= 8 else 16
+    return f"{'' if signed else 'u'}int{width}"
