@@ -106,3 +106,22 @@ def test_cuda_runs_on_gpu():
     model = tvm_quant_ext.build(mod, {"kind": "cuda", "arch": arch})
     x = _inputs("int8", (1, 64, 8, 8))
     np.testing.assert_array_equal(model(x), reference(x))
+
+
+@needs_vnni
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_integer_realize_on_vnni_is_bit_exact(symmetric):
+    # what the integer realize emits (int8, or uint8 with zero points and explicit pads) runs
+    # on the VNNI kernel with the same integers as the default build
+    from graphs import tiny_resnet
+
+    mod, params = tiny_resnet()
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((1, 3, 16, 16)).astype("float32") for _ in range(4)]
+    qmod = tvm_quant_ext.quantize(mod, params, dataset=calib, config=tvm_quant_ext.QConfig(
+        mode="integer", activation_symmetric=symmetric))
+    asm = _llvm_asm(compile_module(qmod, VNNI_TARGET))
+    assert "vpdpbusd" in asm
+    x = rng.standard_normal((1, 3, 16, 16)).astype("float32")
+    np.testing.assert_array_equal(tvm_quant_ext.build(qmod, VNNI_TARGET)(x),
+                                  tvm_quant_ext.build(qmod, "llvm")(x))
