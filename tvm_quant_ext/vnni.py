@@ -1,0 +1,246 @@
+"""int8 conv2d / dense on x86 AVX-512 VNNI (``vpdpbusd``).
+
+``vpdpbusd`` multiplies 4 unsigned bytes by 4 signed bytes and adds the 4 products into an
+int32 lane, 16 lanes at a time: one instruction does 64 multiply-adds where an fp32 FMA does 16.
+It needs the 4 reduced input channels next to each other in memory, so plain NCHW/OIHW layouts
+cannot use it (MetaSchedule reports "cannot be tensorized"). ``pack_int8_layers`` rewrites every
+int8 x int8 -> int32 ``conv2d`` (groups=1, NCHW/OIHW) and ``matmul`` with a constant weight into
+a ``call_tir`` of one scheduled kernel that
+
+1. packs the activation to ``NC[H][W]4c`` uint8 (padding included); a signed int8 activation is
+   shifted by +128 into uint8 on the way, which the kernel undoes by subtracting
+   ``128 * sum(w)`` per output channel (a compile-time constant), so the result is exact;
+2. accumulates ``acc[n, O/16, oh, ow, 16o]`` with the weight pre-packed at compile time to
+   ``O/16 x C/4 x KH x KW x 16o x 4c``, the inner 16x4 block tensorized onto ``vpdpbusd``
+   and ``ow`` register-blocked;
+3. unpacks back to NCHW int32, so the rest of the graph (requantize etc.) is untouched.
+
+The kernel's schedule is fixed (no tuning needed); it carries ``tirx.is_scheduled`` so later
+schedule passes leave it alone.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import tvm
+from tvm import relax, te
+from tvm.s_tir import Schedule, TensorIntrin
+from tvm.script import tirx as T
+
+from .graph import const_value, is_const, op_name
+
+LANES, GROUP = 16, 4  # int32 lanes per vpdpbusd, bytes reduced per lane
+INTRIN = "tvm_quant_ext.dot_16x4_u8i8i32_vnni"
+REGISTER_BLOCK = 8    # output columns accumulated in registers per weight load
+
+
+def _dot_16x4_functions():
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    # TVM's own "dot_16x4_vnni" passes int32 vectors to llvm.x86.avx512.vpdpbusd.512; the LLVM
+    # in apache-tvm 0.27 (LLVM >= 20) declares the operands as <64 x i8> and rejects that call.
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    return desc, impl
+
+
+_registered = False
+
+
+def _ensure_intrinsic() -> None:
+    """Register INTRIN on first use (parsing TVMScript at import would slow every import)."""
+    global _registered
+    if not _registered:
+        TensorIntrin.register(INTRIN, *_dot_16x4_functions(), override=True)
+        _registered = True
+
+
+def target_has_vnni(target: tvm.target.Target) -> bool:
+    if target.kind.name != "llvm":
+        return False
+    from tvm.target import codegen
+    return bool(codegen.target_has_features("avx512vnni", target))
+
+
+def pack_weight(weight: np.ndarray) -> np.ndarray:
+    """OIHW int8 -> O/16 x C/4 x KH x KW x 16 x 4 (zero padded to whole blocks)."""
+    o, c, kh, kw = weight.shape
+    ob, cb = -(-o // LANES), -(-c // GROUP)
+    padded = np.zeros((ob * LANES, cb * GROUP, kh, kw), "int8")
+    padded[:o, :c] = weight
+    return np.ascontiguousarray(
+        padded.reshape(ob, LANES, cb, GROUP, kh, kw).transpose(0, 2, 4, 5, 1, 3))
+
+
+def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
+    """What the +128 shift of a signed activation adds per output channel (0 for uint8)."""
+    if data_dtype == "uint8":
+        return np.zeros(weight.shape[0], "int32")
+    return (128 * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype("int32")
+
+
+def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
+                  strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)) -> tvm.tirx.PrimFunc:
+    """The scheduled packed conv2d: (data NCHW, packed weight, correction) -> NCHW int32."""
+    n, c, h, w = (int(v) for v in data_shape)
+    o, _, kh, kw = (int(v) for v in weight_shape)
+    sh, sw = (int(v) for v in strides)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    dh, dw = (int(v) for v in dilation)
+    cb, ob = -(-c // GROUP), -(-o // LANES)
+    hp, wp = h + pt + pb, w + pl + pr
+    oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    shift = 128 if data_dtype == "int8" else 0
+
+    data = te.placeholder((n, c, h, w), data_dtype, "data")
+    weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
+    correction = te.placeholder((o,), "int32", "correction")
+
+    def pack(i, ci, y, x, j):
+        ch = ci * GROUP + j
+        inside = tvm.tirx.all(ch < c, y >= pt, y < h + pt, x >= pl, x < w + pl)
+        value = data[i, te.min(ch, c - 1), y - pt, x - pl]
+        if shift:
+            value = (value.astype("int32") + shift).astype("uint8")
+        return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(shift, "uint8"))
+
+    packed = te.compute((n, cb, hp, wp, GROUP), pack, name="data_packed")
+    rc = te.reduce_axis((0, cb), "rc")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    rj = te.reduce_axis((0, GROUP), "rj")
+    acc = te.compute(
+        (n, ob, oh, ow, LANES),
+        lambda i, bo, y, x, lo: te.sum(
+            packed[i, rc, y * sh + ry * dh, x * sw + rx * dw, rj].astype("int32")
+            * weight[bo, rc, ry, rx, lo, rj].astype("int32"), axis=[rc, ry, rx, rj]),
+        name="acc")
+    out = te.compute((n, o, oh, ow),
+                     lambda i, oc, y, x: acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
+                     name="out")
+    func = te.create_prim_func([data, weight, correction, out])
+    func = _schedule(func, ow, ob).without_attr("global_symbol")
+    return func.with_attr("tirx.is_scheduled", True)
+
+
+def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int) -> tvm.tirx.PrimFunc:
+    _ensure_intrinsic()
+    sch = Schedule(func)
+    block = REGISTER_BLOCK
+    while out_width % block:  # a whole number of register blocks keeps the tensorized loop clean
+        block -= 1
+    acc = sch.get_sblock("acc")
+    i, bo, y, x, lo, rc, ry, rx, rj = sch.get_loops(acc)
+    x_outer, x_inner = sch.split(x, [None, block])
+    # two 16-channel weight blocks per step (when there are) reuse each activation load twice
+    bo_outer, bo_inner = sch.split(bo, [None, 2 if out_blocks % 2 == 0 else 1])
+    sch.reorder(i, bo_outer, y, x_outer, rc, ry, rx, bo_inner, x_inner, lo, rj)
+    # accumulate one register block in a small buffer, written out once per block
+    write_back = sch.cache_write(acc, 0, "global")
+    sch.reverse_compute_at(write_back, x_outer)
+    sch.parallel(sch.fuse(i, bo_outer, y))
+    init = sch.decompose_reduction(acc, rc)
+    sch.tensorize(lo, INTRIN)
+    sch.unroll(x_inner)
+    sch.unroll(bo_inner)
+    sch.vectorize(sch.get_loops(write_back)[-1])
+    sch.vectorize(sch.get_loops(init)[-1])
+
+    pack = sch.get_sblock("data_packed")
+    loops = sch.get_loops(pack)
+    sch.parallel(sch.fuse(*loops[:3]))
+    sch.vectorize(loops[-1])
+    out = sch.get_sblock("out")
+    loops = sch.get_loops(out)
+    sch.parallel(sch.fuse(*loops[:2]))
+    return sch.mod["main"]
+
+
+def _int8_layer(call) -> Optional[Tuple[str, np.ndarray]]:
+    """(data dtype, OIHW int8 weight) when ``call`` is an int8 conv2d/matmul this kernel takes."""
+    name = op_name(call)
+    if name not in ("relax.nn.conv2d", "relax.matmul"):
+        return None
+    data, weight = call.args[0], call.args[1]
+    data_dtype = str(data.ty.dtype)
+    if data_dtype not in ("int8", "uint8") or not is_const(weight):
+        return None
+    if str(weight.ty.dtype) != "int8" or str(call.ty.dtype) != "int32":
+        return None
+    w = const_value(weight)
+    if name == "relax.nn.conv2d":
+        a = call.attrs
+        if (int(a.groups) != 1 or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW"
+                or str(a.out_layout) != "NCHW"):
+            return None
+        return data_dtype, w
+    if w.ndim != 2 or len(data.ty.shape) != 2:  # (N, K) x (K, M) only
+        return None
+    return data_dtype, np.ascontiguousarray(w.T)[:, :, None, None]
+
+
+@relax.expr_functor.mutator
+class _PackInt8Layers(relax.PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.rewritten = 0
+
+    def visit_call_(self, call):
+        call = self.visit_expr_post_order(call)
+        layer = _int8_layer(call)
+        if layer is None:
+            return call
+        data_dtype, weight = layer
+        data = call.args[0]
+        consts = [relax.const(pack_weight(weight), "int8"),
+                  relax.const(shift_correction(weight, data_dtype), "int32")]
+        self.rewritten += 1
+        if op_name(call) == "relax.matmul":
+            rows, k = (int(s) for s in data.ty.shape)
+            kernel = conv2d_kernel((rows, k, 1, 1), weight.shape, data_dtype)
+            gv = self.builder_.add_func(kernel, "dense_int8_vnni")
+            x = relax.op.reshape(data, [rows, k, 1, 1])
+            y = relax.call_tir(gv, [x] + consts,
+                               relax.TensorType((rows, weight.shape[0], 1, 1), "int32"))
+            return relax.op.reshape(y, [rows, weight.shape[0]])
+        a = call.attrs
+        kernel = conv2d_kernel([int(s) for s in data.ty.shape], weight.shape, data_dtype,
+                               a.strides, a.padding, a.dilation)
+        gv = self.builder_.add_func(kernel, "conv2d_int8_vnni")
+        return relax.call_tir(gv, [data] + consts, call.ty)
+
+
+def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
+    """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel."""
+    mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
+    rewriter = _PackInt8Layers(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.finalize()
