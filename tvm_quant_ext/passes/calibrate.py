@@ -99,7 +99,14 @@ def assign_calibrators(config: QConfig, state: QuantState, kinds, default: str,
 
 def _candidate_qparams(observer: Observer, config: QConfig, nbit: int, symmetric: bool):
     return {name: observer.as_calibrator(name, **_observer_kwargs(name, config))
-            .compute_qparams(nbit, symmetric) for name in sorted(OBSERVERS)}
+            .compute_qparams(nbit, symmetric) for name in OBSERVERS}
+
+
+def _least_error(errors: Dict[str, float]) -> str:
+    """The calibrator with the smallest error; a tie goes to the simplest, in OBSERVERS' order
+    (max before power2, percentile, l2, kl): e.g. KL that keeps the whole range *is* max."""
+    order = list(OBSERVERS)
+    return min(errors, key=lambda name: (errors[name], order.index(name)))
 
 
 def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
@@ -168,7 +175,7 @@ def _choose_auto(model, dataset, config: QConfig, result: CalibrationResult, poi
 
     _run_dataset(model, dataset, sink)
     for pid in points:
-        best = min(errors[pid], key=lambda name: (errors[pid][name], name))
+        best = _least_error(errors[pid])
         result.observers[pid] = result.observers[pid].as_calibrator(best, **_observer_kwargs(best, config))
         result.calibrators[pid] = best
         result.auto_errors[pid] = errors[pid]
@@ -186,7 +193,7 @@ def weight_scale_for(config: QConfig, point, weight: np.ndarray, calibrator: str
         for name, (scale, _) in _candidate_qparams(observer, config, config.nbit_weight, True).items():
             quantized = qmath.fake_quant(weight, scale, config.nbit_weight, axis=axis)
             errors[name] = float(np.sum((weight - quantized) ** 2))
-        calibrator = min(errors, key=lambda name: (errors[name], name))
+        calibrator = _least_error(errors)
         observer = observer.as_calibrator(calibrator, **_observer_kwargs(calibrator, config))
     scale = np.asarray(observer.compute_scale(config.nbit_weight), np.float64)
     return np.broadcast_to(scale, (weight.shape[point.axis],)).copy(), calibrator
