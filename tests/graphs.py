@@ -126,3 +126,18 @@ def depthwise_block(seed: int = 0, channels: int = 4, size: int = 9):
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get(), params
+
+
+def dense_op_dense(op):
+    """matmul -> op -> matmul on a (1, 4) input, identity weights: for ops with no rule."""
+    data = relax.Var("data", relax.TensorType((1, 4), "float32"))
+    w = relax.Var("fc.weight", relax.TensorType((4, 4), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [data, w]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(data, w))
+            y = bb.emit(op(y))
+            y = bb.emit(relax.op.matmul(y, w))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), {"fc.weight": np.eye(4, dtype="float32")}

@@ -7,7 +7,7 @@ import tvm_quant_ext as tq
 from tvm_quant_ext import QConfig, fixed_point, passes, qmath
 from tvm_quant_ext.points import collect_points, get_state
 
-from graphs import depthwise_block, mixed_ops, single_conv, tiny_resnet
+from graphs import dense_op_dense, depthwise_block, mixed_ops, single_conv, tiny_resnet
 
 
 def _calibrated(mod, params, shape, config, n=8, seed=0):
@@ -149,17 +149,7 @@ def test_integer_main_is_integer_between_input_and_output():
 
 
 def test_op_without_integer_rule_runs_in_float_and_is_reported():
-    data = relax.Var("data", relax.TensorType((1, 4), "float32"))
-    w = relax.Var("fc.weight", relax.TensorType((4, 4), "float32"))
-    bb = relax.BlockBuilder()
-    with bb.function("main", [data, w]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.matmul(data, w))
-            y = bb.emit(relax.op.nn.silu(y))
-            y = bb.emit(relax.op.matmul(y, w))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    mod, params = bb.get(), {"fc.weight": np.eye(4, dtype="float32")}
+    mod, params = dense_op_dense(relax.op.nn.silu)
     x = np.linspace(-1, 1, 4, dtype="float32").reshape(1, 4)
     sim = tq.quantize(mod, params, dataset=[x])
     integer = tq.quantize(mod, params, dataset=[x], config=QConfig(mode="integer"))

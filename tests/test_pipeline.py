@@ -10,7 +10,7 @@ from tvm_quant_ext.points import get_state
 import calibrate
 from calibrate import CalibrationError
 
-from graphs import single_conv, tiny_resnet
+from graphs import dense_op_dense, single_conv, tiny_resnet
 
 
 def _quantize_single(weight, bias, x_calib, config, groups=1):
@@ -159,22 +159,8 @@ def test_bad_inputs_name_what_is_wrong():
         tq.quantize(mod, params, dataset=[np.ones((1, 3, 8, 8), "float32")])
 
 
-def _sigmoid_model():
-    data = relax.Var("data", relax.TensorType((1, 4), "float32"))
-    w = relax.Var("fc.weight", relax.TensorType((4, 4), "float32"))
-    bb = relax.BlockBuilder()
-    with bb.function("main", [data, w]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.matmul(data, w))
-            y = bb.emit(relax.op.sigmoid(y))
-            y = bb.emit(relax.op.matmul(y, w))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
-    return bb.get(), {"fc.weight": np.eye(4, dtype="float32")}
-
-
 def test_unsupported_op_float_or_error():
-    mod, params = _sigmoid_model()
+    mod, params = dense_op_dense(relax.op.sigmoid)
     x = np.linspace(-1, 1, 4, dtype="float32").reshape(1, 4)
     qmod = tq.quantize(mod, params, dataset=[x])
     float_ops = tq.get_report(qmod).float_ops

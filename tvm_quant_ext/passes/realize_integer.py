@@ -522,12 +522,16 @@ def _sum_value(v: QValue, summed, window: int, count=None) -> QValue:
     return QValue(summed, v.scale / count, offset=offset, bound=float(v.bound * window))
 
 
+def _require_nchw(attrs) -> None:
+    if str(attrs.layout) != "NCHW" or str(attrs.out_layout or attrs.layout) != "NCHW":
+        raise NoIntegerRule(f"layout {attrs.layout}")
+
+
 @register_integer("relax.nn.avg_pool2d")
 def _avg_pool(r: IntegerRealizer, var, call) -> QValue:
     v = _codes_operand(r, call.args[0], "average pool input")
     attrs = call.attrs
-    if str(attrs.layout) != "NCHW" or str(attrs.out_layout or attrs.layout) != "NCHW":
-        raise NoIntegerRule(f"layout {attrs.layout}")
+    _require_nchw(attrs)
     if bool(attrs.ceil_mode):
         raise NoIntegerRule("ceil_mode")
     pool = [int(p) for p in attrs.pool_size]
@@ -559,8 +563,7 @@ def _avg_pool(r: IntegerRealizer, var, call) -> QValue:
 def _adaptive_avg_pool(r: IntegerRealizer, var, call) -> QValue:
     v = _codes_operand(r, call.args[0], "average pool input")
     attrs = call.attrs
-    if str(attrs.layout) != "NCHW" or str(attrs.out_layout or attrs.layout) != "NCHW":
-        raise NoIntegerRule(f"layout {attrs.layout}")
+    _require_nchw(attrs)
     n, c, h, w = shape_of(call.args[0])
     oh, ow = shape_of(var)[2:]
     if h % oh or w % ow:
