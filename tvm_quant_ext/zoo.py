@@ -386,6 +386,49 @@ def _onnx_to_relax(onnx_path: str):
 
 
 # --------------------------------------------------------------------------- #
+# Fashion-MNIST (Debian dataset-fashion-mnist) and the ResNet v2 trained on it
+# --------------------------------------------------------------------------- #
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+# training-set pixel statistics after /255 (scripts/train_fashion_resnet_v2.py uses them)
+FASHION_MEAN = 0.2860
+FASHION_STD = 0.3530
+# mxnet.gluon.model_zoo.vision.resnet.ResNetV2 arguments of the committed model
+FASHION_RESNET_V2_ARCH = {"block": "BasicBlockV2", "layers": [2, 2, 2], "channels": [16, 16, 32, 64],
+                          "classes": 10, "thumbnail": True}
+
+
+def fashion_mnist(split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 28, 28), labels int64 (N,)) of split "train" (60k) or "t10k" (10k)."""
+    paths = [os.path.join(FASHION_DIR, f"{split}-{kind}-ubyte.gz") for kind in ("images-idx3", "labels-idx1")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} not found: Fashion-MNIST comes from the Debian package dataset-fashion-mnist; "
+                "install it with `apt-get install dataset-fashion-mnist` (as root)"
+            )
+    with gzip.open(paths[0]) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(paths[1]) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return images, labels
+
+
+def fashion_normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), (x/255 - mean)/std."""
+    x = images.astype(np.float32) / 255.0
+    return ((x - FASHION_MEAN) / FASHION_STD)[:, None].astype(np.float32)
+
+
+def fashion_resnet_v2_block():
+    """The (uninitialized) Gluon ResNetV2 of FASHION_RESNET_V2_ARCH."""
+    from mxnet.gluon.model_zoo.vision import resnet
+
+    arch = dict(FASHION_RESNET_V2_ARCH)
+    block = getattr(resnet, arch.pop("block"))
+    return resnet.ResNetV2(block, arch.pop("layers"), arch.pop("channels"), **arch)
+
+
+# --------------------------------------------------------------------------- #
 # MNIST CNN
 # --------------------------------------------------------------------------- #
 def _mnist_torch_model():
