@@ -5,6 +5,7 @@ architectures end in a global pool).  ResNet-101/152 v1/v2 are `slow` (excluded 
 run them with ``pytest -m slow tests/test_frontend_mxnet.py``).
 """
 import json
+import os
 
 import mxnet as mx
 import numpy as np
@@ -141,3 +142,28 @@ def _pre_activation_bns(block) -> int:
             readers[src] = readers.get(src, 0) + 1
     return sum(1 for n in nodes if n["op"] == "BatchNorm" and (
         nodes[n["inputs"][0][0]]["op"] != "Convolution" or readers[n["inputs"][0][0]] > 1))
+
+
+fashion_data = pytest.mark.skipif(
+    not os.path.exists(os.path.join(zoo.FASHION_DIR, "t10k-images-idx3-ubyte.gz")),
+    reason="Fashion-MNIST missing: `apt-get install dataset-fashion-mnist` (as root; `make setup` does it)")
+
+
+@fashion_data
+def test_fashion_resnet_v2_zoo_model_is_the_committed_one():
+    """The committed weights give the committed fp32 accuracy (MXNet, all 10k test images),
+    and the zoo's Relax module predicts what MXNet predicts."""
+    with open(os.path.splitext(zoo.FASHION_RESNET_V2_PARAMS)[0] + ".json") as f:
+        meta = json.load(f)
+    model = zoo.load("fashion_resnet_v2", batch_size=100)
+    (test_set,) = model.eval_sets
+    assert test_set.images.shape == (10000, 1, 28, 28) and len(model.calib) == 500
+    net = zoo.fashion_resnet_v2_block()
+    net.load_parameters(zoo.FASHION_RESNET_V2_PARAMS)
+    mx_logits = np.concatenate([net(mx.nd.array(test_set.images[i:i + 1000])).asnumpy()
+                                for i in range(0, 10000, 1000)])
+    accuracy = float(np.mean(mx_logits.argmax(1) == test_set.labels))
+    assert accuracy == pytest.approx(meta["fp32_test_accuracy"], abs=1e-9) and accuracy >= 0.88
+    compiled = tvm_quant_ext.build(relax.transform.BindParams("main", model.params)(model.mod))
+    got = np.concatenate([compiled(test_set.images[i:i + 100]) for i in (0, 100)])
+    np.testing.assert_allclose(got, mx_logits[:200], rtol=1e-4, atol=1e-4 * float(np.abs(mx_logits).max()))
