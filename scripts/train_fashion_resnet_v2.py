@@ -1,10 +1,11 @@
 """Train the Gluon model zoo's ResNetV2 (BasicBlockV2, thumbnail stem, small widths)
 on Fashion-MNIST with MXNet Gluon; write ``.params`` + a JSON description.
 
-Never runs in CI.  Usage (about 20 min on 2 shared cores):
+Never runs in CI.  The committed model is the default run (2 epochs, seed 0): 50 min on 2
+cores shared with other jobs (about 5 min per epoch on 2 free cores), 90.94% fp32 on the 10k
+test images:
 
-    OMP_NUM_THREADS=2 MXNET_ENGINE_TYPE=NaiveEngine \
-        python scripts/train_fashion_resnet_v2.py --epochs 6
+    OMP_NUM_THREADS=2 MXNET_ENGINE_TYPE=NaiveEngine python scripts/train_fashion_resnet_v2.py
 
 Data: Debian package ``dataset-fashion-mnist`` (/usr/share/datasets/fashion-mnist).
 Inputs are scaled to [0, 1] then normalized with the training-set mean/std
@@ -39,7 +40,7 @@ def evaluate(net, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> f
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
