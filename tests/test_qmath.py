@@ -73,6 +73,35 @@ def test_relay_8bit_bias_keeps_8_significant_bits():
     assert np.all(np.abs(wide.accumulator_value - bias) <= 0.0005 / 2 + 1e-12)
 
 
+@settings(max_examples=200)
+@given(bias_vectors, st.integers(8, 15), st.sampled_from(["max", "power2"]))
+def test_relay_rule_error_is_half_a_step_of_the_own_scale(bias, nbit, mode):
+    """8..15 bits: the bias keeps nbit bits at its own per-tensor scale, then lands on the
+    accumulator grid; one more bit halves the bound."""
+    s_in, s_w = 0.05, 0.01
+    quant = qmath.quantize_bias(bias, s_in, np.full(bias.shape, s_w), np.full(bias.shape, 1.27),
+                                nbit_bias=nbit, relay8_scale_mode=mode)
+    threshold = float(np.max(np.abs(bias))) or 1.0
+    if mode == "power2":
+        own_scale = 2.0 ** np.ceil(np.log2(threshold)) / 2 ** (nbit - 1)
+    else:
+        own_scale = threshold / qmath.qmax_for(nbit)
+    assert own_scale <= 2 * threshold / 2 ** (nbit - 1) * (1 + 1e-12)
+    err = np.abs(quant.accumulator_value - bias)
+    acc_step = s_in * s_w
+    in_range = np.abs(bias) <= qmath.qmax_for(nbit) * own_scale
+    assert np.all(err[in_range] <= (own_scale + acc_step) / 2 * (1 + 1e-9))
+    # power2 can put max|b| one step past the largest code (2^k needs code 2^(nbit-1)): clipped
+    assert np.all(err <= own_scale + acc_step / 2 * (1 + 1e-9))
+    assert not quant.adjustments  # the shifted code always fits a 32-bit accumulator here
+
+
+@pytest.mark.parametrize("nbit", [7, 65])
+def test_bias_bits_outside_8_to_64_are_rejected(nbit):
+    with pytest.raises(ValueError, match=f"nbit_bias={nbit}"):
+        qmath.quantize_bias(np.ones(2), 0.1, np.full(2, 0.1), np.full(2, 1.0), nbit_bias=nbit)
+
+
 def test_snr():
     assert qmath.snr_db([1.0, 1.0], [1.0, 1.0]) == float("inf")
     assert qmath.snr_db([1.0, 0.0], [1.1, 0.0]) == pytest.approx(20.0)

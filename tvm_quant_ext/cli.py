@@ -3,6 +3,8 @@
     tvm-quant demo                      # both zoo models, 8- vs 32-bit bias, one table
     tvm-quant eval --model mnist_cnn --nbit-bias 32 --calibrate-mode max --per-channel [--json]
     tvm-quant eval --model efficientnet_lite0 --mode both   # simulate and integer, LSB difference
+    tvm-quant sweep --model fashion_resnet_v2 --num-images 10000 --nbit-bias 8 9 16 32 \
+        --calibrators power2 max --out docs/bias_sweep_fashion   # CSV + table + plot
 """
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from calibrate import OBSERVERS
 
 from .config import AUTO, QConfig
 
-BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1}
+BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1, "fashion_resnet_v2": 100}
 # MNIST: the 5000 labeled digits are the benchmark (its 4800 not used for calibration are a
 # subset, so evaluating both would count images twice).
-EVAL_SETS = {"mnist_cnn": ["mnist_5k"], "efficientnet_lite0": None}
+EVAL_SETS = {"mnist_cnn": ["mnist_5k"], "efficientnet_lite0": None, "fashion_resnet_v2": None}
 
 
 def _evaluate(model_name, configs, limit=None, progress=True, log=print):
@@ -81,6 +83,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import run_from_args
+
+    return run_from_args(args)
+
+
 def _print(rows, as_json):
     from .evaluate import format_table
 
@@ -100,7 +108,7 @@ def main(argv=None) -> int:
     demo.set_defaults(func=cmd_demo)
     ev = sub.add_parser("eval", help="quantize one zoo model and compare with fp32")
     ev.add_argument("--model", required=True, choices=sorted(BATCH))
-    ev.add_argument("--nbit-bias", type=int, default=32, choices=[8, 16, 32, 64])
+    ev.add_argument("--nbit-bias", type=int, default=32, help="8..15: relay's rule; 16..64: s_in*s_w")
     calibrators = sorted(OBSERVERS) + [AUTO]
     ev.add_argument("--calibrate-mode", default="max", choices=calibrators,
                     help="activation calibrator (auto: per layer, the smallest measured error)")
@@ -120,6 +128,12 @@ def main(argv=None) -> int:
     ev.add_argument("--limit", type=int, default=None, help="at most N images per eval set")
     ev.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     ev.set_defaults(func=cmd_eval)
+    from .sweep import add_arguments
+
+    sw = sub.add_parser("sweep", help="top-1 over bias bits x calibrator x granularity x model "
+                                      "(CSV, markdown table, PNG plot)")
+    add_arguments(sw)
+    sw.set_defaults(func=cmd_sweep)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -127,9 +127,9 @@ def quantize_bias(
     """Quantize a conv/matmul bias as its own kind.
 
     nbit_bias >= 16: codes round(b / (s_in*s_w)) per channel, in nbit_bias bits.
-    nbit_bias == 8: the relay.quantize way: an 8-bit code at the bias's own scale
-    (max or power-of-two of max|b|), shifted into the accumulator (s_in*s_w grid,
-    ``nbit_accumulator`` bits).
+    8 <= nbit_bias <= 15: the relay.quantize way with nbit_bias bits: a code at the bias's own
+    per-tensor scale (max or power-of-two of max|b|), shifted into the accumulator
+    (s_in*s_w grid, ``nbit_accumulator`` bits).
 
     When the codes do not fit (tiny s_in*s_w), ``policy`` decides: "adjust" raises the weight
     scale of the channel (all channels when per-tensor) until they fit; "zero_tiny" zeroes the
@@ -145,14 +145,16 @@ def quantize_bias(
     if not np.all(np.isfinite(bias)):
         raise ValueError(f"layer {layer!r}: bias contains NaN/Inf")
 
-    if nbit_bias == 8:
-        # relay.quantize: bias is an 8-bit WEIGHT with its own (per-tensor) scale.
+    if not 8 <= nbit_bias <= 64:
+        raise ValueError(f"layer {layer!r}: nbit_bias={nbit_bias} is outside [8, 64]")
+    if nbit_bias < 16:
+        # relay.quantize: bias is an nbit_bias-bit WEIGHT with its own (per-tensor) scale.
         threshold = float(np.max(np.abs(bias))) or 1.0
         if relay8_scale_mode == "power2":
-            own_scale = 2.0 ** np.ceil(np.log2(threshold)) / 2**7
+            own_scale = 2.0 ** np.ceil(np.log2(threshold)) / 2 ** (nbit_bias - 1)
         else:
-            own_scale = threshold / qmax_for(8)
-        target = dequantize(quantize(bias, own_scale, 8), own_scale)  # what survives 8 bits
+            own_scale = threshold / qmax_for(nbit_bias)
+        target = dequantize(quantize(bias, own_scale, nbit_bias), own_scale)  # what survives
         limit_bits = nbit_accumulator
     else:
         target = bias

@@ -37,8 +37,9 @@ def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict
             quant = plans[point.weight_point].bias
             row["scale"] = _scale_repr(quant.scale)
             row["accumulator_bits"] = config.nbit_activation
-            if config.nbit_bias == 8:
-                row["note"] = "8-bit code at its own scale, shifted into the accumulator (relay.quantize)"
+            if config.nbit_bias < 16:
+                row["note"] = (f"{config.nbit_bias}-bit code at its own scale, shifted into the "
+                               "accumulator (relay.quantize)")
         rows.append(row)
     return {
         "config": config.to_dict(),

