@@ -132,6 +132,24 @@ def _channel_axis(call) -> Optional[int]:
 _AFFINE_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
 
+_SCALING_OPS = ("relax.multiply", "relax.divide")
+
+
+def _standalone_affine(x, const) -> Optional["_Chain"]:
+    """A per-channel scaling of an NCHW tensor that no conv/matmul produced (a pre-activation
+    BatchNorm: ResNet v2 applies BN to the residual sum, then ReLU, then the conv) as the start
+    of a 1x1 depthwise conv layer. Its shift then becomes that layer's BIAS point, quantized
+    at s_in*s_w like any bias, instead of a float op (relay quantized it as an 8-bit weight,
+    the very error the bias study measured)."""
+    if not isinstance(x, relax.Var) or len(shape_of(x)) != 4 or str(x.ty.dtype) != "float32":
+        return None
+    channels = shape_of(x)[1]
+    if _channel_vector(const, shape_of(x), 1) is None or (const_value(const).size == 1 < channels):
+        return None  # a scalar factor is not a per-channel affine (one channel aside)
+    identity = make_const(np.ones((channels, 1, 1, 1)), "float32")
+    return _Chain(None, relax.op.nn.conv2d(x, identity, groups=channels), channels)
+
+
 class _Chain:
     """A conv/matmul output with per-channel affine ops folded in: y = layer(x, W*s) + b."""
 
@@ -186,6 +204,12 @@ class _BiasCanonicalizer(BindingRewriter):
                 lhs, rhs = rhs, lhs
             chain = open_chain.get(lhs) if isinstance(lhs, relax.Var) else None
             if chain is None or not is_const(rhs) or uses.get(lhs, 0) != 1:
+                # not foldable into a layer (none, or its output is also read elsewhere)
+                chain = _standalone_affine(lhs, rhs) if op in _SCALING_OPS and is_const(rhs) else None
+                if chain is not None:  # a layer of its own: weights s, bias b
+                    chain.layer_var = var
+                    chain.apply(op, _channel_vector(rhs, shape_of(lhs), 1))
+                    open_chain[var] = chain
                 continue
             if shape_of(var) != shape_of(lhs):
                 continue
