@@ -148,3 +148,18 @@ def module_attr(mod: tvm.IRModule, key: str, default=None):
     if mod.attrs is None or key not in mod.attrs:
         return default
     return mod.attrs[key]
+
+
+def registrar(table: dict, key=lambda k: k):
+    """``register(*keys)``: a decorator filing a function in ``table`` under each key (one op,
+    one rule; the pattern of Relay's register_annotate_function and Relax's register_legalize)."""
+
+    def register(*keys):
+        def wrap(fn):
+            for k in keys:
+                table[key(k)] = fn
+            return fn
+
+        return wrap
+
+    return register

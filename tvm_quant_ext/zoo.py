@@ -432,16 +432,7 @@ FASHION_RESNET_V2_PARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__
 
 def fashion_preprocess(img) -> np.ndarray:
     """PIL image / path / uint8 HxW array -> float32 (1, 28, 28), Fashion-MNIST-normalized."""
-    from PIL import Image
-
-    if isinstance(img, np.ndarray):
-        img = Image.fromarray(np.asarray(img, dtype=np.uint8))
-    elif not isinstance(img, Image.Image):
-        img = Image.open(img)
-    img = img.convert("L")
-    if img.size != (28, 28):
-        img = img.resize((28, 28), Image.BILINEAR)
-    return fashion_normalize(np.asarray(img, dtype=np.uint8)[None])[0]
+    return fashion_normalize(_gray28(img)[None])[0]
 
 
 def _load_fashion_resnet_v2(batch_size: int, calib_images: int = 500) -> ZooModel:
@@ -519,11 +510,8 @@ def _mnist_torch_model():
 _MNIST_MEAN, _MNIST_STD = 0.1307, 0.3081
 
 
-def mnist_preprocess(img) -> np.ndarray:
-    """PIL image / path / uint8 HxW array -> float32 (1, 28, 28), MNIST-normalized.
-
-    White digit on black background expected (as in MNIST); no auto-inversion.
-    """
+def _gray28(img) -> np.ndarray:
+    """PIL image / path / uint8 HxW array -> uint8 (28, 28) grayscale (resized if needed)."""
     from PIL import Image
 
     if isinstance(img, np.ndarray):
@@ -533,7 +521,15 @@ def mnist_preprocess(img) -> np.ndarray:
     img = img.convert("L")
     if img.size != (28, 28):
         img = img.resize((28, 28), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32) / 255.0
+    return np.asarray(img, dtype=np.uint8)
+
+
+def mnist_preprocess(img) -> np.ndarray:
+    """PIL image / path / uint8 HxW array -> float32 (1, 28, 28), MNIST-normalized.
+
+    White digit on black background expected (as in MNIST); no auto-inversion.
+    """
+    x = _gray28(img).astype(np.float32) / 255.0
     return ((x - _MNIST_MEAN) / _MNIST_STD).astype(np.float32)[None]
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import tvm
 from tvm import relax, tirx
 
+from ..graph import registrar
+
 
 class UnsupportedMXNetOpError(NotImplementedError):
     """The symbol uses an MXNet op (or an op option) that has no converter."""
@@ -64,15 +66,8 @@ Converter = Callable[[relax.BlockBuilder, _Node, List[relax.Expr]], Union[relax.
 CONVERTERS: Dict[str, Converter] = {}
 
 
-def register_converter(*op_names: str):
-    """Register ``convert(bb, node, inputs) -> expr | [exprs]`` for MXNet op names."""
-
-    def wrap(fn: Converter) -> Converter:
-        for name in op_names:
-            CONVERTERS[name] = fn
-        return fn
-
-    return wrap
+# register_converter("Convolution", ...)(fn): fn(bb, node, inputs) -> expr | [exprs]
+register_converter = registrar(CONVERTERS)
 
 
 def _pair(value, n: int = 2) -> Tuple[int, ...]:

@@ -22,7 +22,8 @@ import tvm
 from tvm import relax
 
 from ..config import QConfig, QKind
-from ..graph import BindingRewriter, GraphError, const_value, is_const, op_name, shape_of
+from ..graph import (BindingRewriter, GraphError, const_value, is_const, op_name, registrar,
+                     shape_of)
 from ..points import QPoint, QuantState, make_marker, set_state
 
 
@@ -34,15 +35,8 @@ AnnotateRule = Callable[["AnnotateContext", str, relax.Call], relax.Expr]
 ANNOTATE_RULES: Dict[str, AnnotateRule] = {}
 
 
-def register_annotate(*op_names: str):
-    """Register ``rule(ctx, name, call) -> expr`` for the given Relax op names."""
-
-    def wrap(rule: AnnotateRule) -> AnnotateRule:
-        for name in op_names:
-            ANNOTATE_RULES[name] = rule
-        return rule
-
-    return wrap
+# register_annotate("relax.nn.conv2d", ...)(rule): rule(ctx, name, call) -> expr
+register_annotate = registrar(ANNOTATE_RULES)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 
 from ..config import QConfig, QKind
-from ..graph import BindingRewriter, GraphError, const_value, make_const
+from ..graph import BindingRewriter, GraphError, const_value, make_const, registrar
 from ..points import QPoint, QuantState, get_state, make_marker, parse_marker, set_state
 from .. import qmath
 from .calibrate import assign_calibrators, weight_scale_for
@@ -53,12 +53,7 @@ RealizeRule = Callable[[RealizeContext, relax.BlockBuilder, relax.Expr, QPoint],
 REALIZE_RULES: Dict[str, RealizeRule] = {}
 
 
-def register_realize(kind: QKind):
-    def wrap(rule: RealizeRule) -> RealizeRule:
-        REALIZE_RULES[kind.value] = rule
-        return rule
-
-    return wrap
+register_realize = registrar(REALIZE_RULES, key=lambda kind: kind.value)  # one rule per QKind
 
 
 def _channel_absmax(weight: np.ndarray, axis: int) -> np.ndarray:

@@ -38,8 +38,8 @@ from tvm import relax
 from .. import qmath
 from ..config import QConfig, QKind
 from ..fixed_point import codes_dtype, fixed_point
-from ..graph import (GraphError, bindings, const_value, is_const, make_const, op_name, shape_of,
-                     substitute)
+from ..graph import (GraphError, bindings, const_value, is_const, make_const, op_name, registrar,
+                     shape_of, substitute)
 from ..points import QPoint, QuantState, make_marker, parse_marker
 
 INF = float("inf")
@@ -82,24 +82,12 @@ MarkerRule = Callable[["IntegerRealizer", relax.Var, relax.Expr, QPoint], object
 MARKER_RULES: Dict[str, MarkerRule] = {}
 
 
-def register_integer(*op_names: str):
-    """Register ``rule(realizer, var, call) -> QValue`` for Relax op names; a rule raises
-    ``NoIntegerRule(reason)`` to leave that binding in float."""
-
-    def wrap(rule: IntegerRule) -> IntegerRule:
-        for name in op_names:
-            INTEGER_RULES[name] = rule
-        return rule
-
-    return wrap
+# register_integer("relax.nn.conv2d", ...)(rule): rule(realizer, var, call) -> QValue; a rule
+# raises NoIntegerRule(reason) to leave that binding in float
+register_integer = registrar(INTEGER_RULES)
 
 
-def register_marker(kind: QKind):
-    def wrap(rule: MarkerRule) -> MarkerRule:
-        MARKER_RULES[kind.value] = rule
-        return rule
-
-    return wrap
+register_marker = registrar(MARKER_RULES, key=lambda kind: kind.value)  # one rule per QKind
 
 
 # -- small numpy helpers ----------------------------------------------------------------------
