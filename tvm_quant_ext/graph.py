@@ -163,3 +163,9 @@ def registrar(table: dict, key=lambda k: k):
         return wrap
 
     return register
+
+
+def binding_name(name: str) -> str:
+    """A layer name as a Relax binding name: the block builder turns '.' into '_', so the torch
+    name "_blocks.0._depthwise_conv" and "_blocks_0__depthwise_conv" name the same layer."""
+    return name.replace(".", "_")

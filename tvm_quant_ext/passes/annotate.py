@@ -22,8 +22,8 @@ import tvm
 from tvm import relax
 
 from ..config import QConfig, QKind
-from ..graph import (BindingRewriter, GraphError, const_value, is_const, op_name, registrar,
-                     shape_of)
+from ..graph import (BindingRewriter, GraphError, binding_name, const_value, is_const, op_name,
+                     registrar, shape_of)
 from ..points import QPoint, QuantState, make_marker, set_state
 
 
@@ -57,7 +57,7 @@ class AnnotateContext(BindingRewriter):
         self.layer_output: Dict[relax.Var, _LayerOutput] = {}
         self.float_ops: List[Dict[str, str]] = []
         self.layers: List[str] = []
-        self.skip = {_binding_name(name) for name in config.skip_layers}
+        self.skip = {binding_name(name) for name in config.skip_layers}
         self._deferred = None  # (what, payload) a rule said about the output being bound
 
     # -- what rules call ----------------------------------------------------------------
@@ -249,17 +249,11 @@ def _annotate_concat(ctx: AnnotateContext, name: str, call):
     return relax.Call(call.op, [quantized] + list(call.args[1:]), call.attrs, list(call.ty_args))
 
 
-def _binding_name(name: str) -> str:
-    """A layer name as a Relax binding name: the block builder turns '.' into '_', so the torch
-    name "_blocks.0._depthwise_conv" and "_blocks_0__depthwise_conv" name the same layer."""
-    return name.replace(".", "_")
-
-
 def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tvm.IRModule:
     config = config or QConfig()
     ctx = AnnotateContext(config)
     out = ctx(mod)
-    unknown = sorted(name for name in config.skip_layers if _binding_name(name) not in ctx.layers)
+    unknown = sorted(name for name in config.skip_layers if binding_name(name) not in ctx.layers)
     if unknown:
         raise ValueError(f"QConfig.skip_layers names {unknown}, which are not layers of this "
                          f"model; its layers are {ctx.layers[:10]}{'...' if len(ctx.layers) > 10 else ''}")

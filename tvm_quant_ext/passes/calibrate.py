@@ -19,6 +19,7 @@ from calibrate import OBSERVERS, CalibrationError, HistogramObserver, Observer, 
 from .. import qmath
 from ..build import build
 from ..config import AUTO, QConfig, QKind
+from ..graph import binding_name
 from ..points import QuantState, collect_points, get_state, set_state
 
 ACTIVATION_KINDS = (QKind.INPUT.value, QKind.ACTIVATION.value)
@@ -76,11 +77,11 @@ def _observer_kwargs(name: str, config: QConfig) -> dict:
     return {"percentile": config.calibrate_percentile} if name == "percentile" else {}
 
 
-def assign_calibrators(config: QConfig, state: QuantState, kinds, default: str,
+def assign_calibrators(state: QuantState, kinds, default: str,
                        overrides: Tuple[Tuple[str, str], ...], option: str) -> Dict[str, str]:
     """Calibrator name per point of ``kinds``: the per-layer override whose layer name matches
     (the layer itself, or an activation named after it, "stem" -> "stem/relu"), else ``default``."""
-    by_layer = {name.replace(".", "_"): calibrator for name, calibrator in overrides}
+    by_layer = {binding_name(name): calibrator for name, calibrator in overrides}
     chosen, used = {}, set()
     for pid, point in state.points.items():
         if point.kind not in kinds:
@@ -88,7 +89,8 @@ def assign_calibrators(config: QConfig, state: QuantState, kinds, default: str,
         chosen[pid] = default
         for layer, calibrator in by_layer.items():
             if point.layer == layer or point.layer.startswith(layer + "/"):
-                chosen[pid], _ = calibrator, used.add(layer)
+                chosen[pid] = calibrator
+                used.add(layer)
     unknown = sorted(set(by_layer) - used)
     if unknown:
         layers = sorted({p.layer for p in state.points.values() if p.kind in kinds})
@@ -116,7 +118,7 @@ def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
     if dataset is None:
         raise ValueError("calibration needs a dataset (an iterable of input dicts or arrays)")
     state = get_state(mod)
-    calibrators = assign_calibrators(config, state, ACTIVATION_KINDS, config.calibrate_mode,
+    calibrators = assign_calibrators(state, ACTIVATION_KINDS, config.calibrate_mode,
                                      config.layer_calibrate_mode, "layer_calibrate_mode")
     if AUTO in calibrators.values() and iter(dataset) is dataset:
         raise ValueError("calibrate_mode='auto' reads the calibration data twice: pass a list "

@@ -67,7 +67,7 @@ def plan_layers(ctx: RealizeContext) -> List[qmath.BiasAdjustment]:
     config, points = ctx.config, ctx.state.points
     adjustments: List[qmath.BiasAdjustment] = []
     bias_of = {p.weight_point: p for p in points.values() if p.kind == QKind.BIAS.value}
-    calibrators = assign_calibrators(config, ctx.state, (QKind.WEIGHT.value,), config.weight_scale,
+    calibrators = assign_calibrators(ctx.state, (QKind.WEIGHT.value,), config.weight_scale,
                                      config.layer_weight_scale, "layer_weight_scale")
     for pid, point in points.items():
         if point.kind != QKind.WEIGHT.value:
