@@ -116,8 +116,7 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
         if akey not in annotated_cache:
             annotated_cache[akey] = passes.annotate(prepared, config)
         annotated = annotated_cache[akey]
-        ckey = akey + (config.calibrate_mode, config.layer_calibrate_mode, config.calibrate_percentile,
-                       config.nbit_input, config.activation_symmetric)
+        ckey = passes.calibration_key(config)
         if ckey not in observer_cache:
             log(f"[{zoo_model.name}] calibrating ({config.calibrate_mode}) on {len(zoo_model.calib)} images")
             observer_cache[ckey] = passes.run_calibration(annotated, calib, config, target)

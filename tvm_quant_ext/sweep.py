@@ -181,10 +181,14 @@ def load_data(model: SweepModel, data: Optional[str], num_images: int, calib_ima
 # --------------------------------------------------------------------------- #
 # one cell
 # --------------------------------------------------------------------------- #
-def make_config(nbit_bias: int, calibrator: str, per_channel: bool, weight_scale: str = "auto") -> QConfig:
+MATCHED = "matched"  # weight scales follow the calibrator: power2 with power2, else max
+
+
+def make_config(nbit_bias: int, calibrator: str, per_channel: bool, weight_scale: str = MATCHED) -> QConfig:
     """The study's configuration: ``calibrator`` for activations; weights power2 when the
-    calibrator is power2 and max otherwise (``weight_scale='auto'``)."""
-    if weight_scale == "auto":
+    calibrator is power2 and max otherwise (``weight_scale='matched'``; any calibrator name,
+    including "auto", is passed to QConfig as is)."""
+    if weight_scale == MATCHED:
         weight_scale = "power2" if calibrator == "power2" else "max"
     return QConfig(nbit_bias=nbit_bias, nbit_activation=max(32, nbit_bias), calibrate_mode=calibrator,
                    weight_scale=weight_scale, per_channel=per_channel)
@@ -240,8 +244,7 @@ def run_cell(model: SweepModel, config: QConfig, data: SweepData, reference: np.
     prepared = _memo(("prepared", model.name), lambda: passes.prepare(model.mod, model.params))
     akey = ("annotated", model.name, config.skip_layers, config.on_unsupported_op)
     annotated = _memo(akey, lambda: passes.annotate(prepared, config))
-    stats = _memo(akey + (data.name, len(data.calib), config.calibrate_mode, config.nbit_input,
-                          config.activation_symmetric),
+    stats = _memo(("calibrated", model.name, data.name, len(data.calib)) + passes.calibration_key(config),
                   lambda: passes.run_calibration(annotated, _batches(data.calib, batch), config, target))
     realized = passes.realize(passes.attach_scales(annotated, stats, config), config)
     quantize_s = time.time() - start
@@ -273,16 +276,19 @@ def run_cell(model: SweepModel, config: QConfig, data: SweepData, reference: np.
 def validate_calibrators(names: Sequence[str]) -> List[str]:
     from calibrate import OBSERVERS
 
-    unknown = [n for n in names if n not in OBSERVERS]
+    from .config import AUTO
+
+    known = sorted(OBSERVERS) + [AUTO]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown calibrator(s) {unknown}; known: {sorted(OBSERVERS)}")
+        raise ValueError(f"unknown calibrator(s) {unknown}; known: {known}")
     return list(names)
 
 
 def sweep(models: Sequence[str], nbit_bias: Sequence[int], calibrators: Sequence[str],
           granularities: Sequence[bool], *, params: Optional[str] = None, data: Optional[str] = None,
           num_images: int = 3000, calib_images: int = 100, batch_size: int = 1,
-          weight_scale: str = "auto", target="llvm", progress: bool = True,
+          weight_scale: str = MATCHED, target="llvm", progress: bool = True,
           on_row: Optional[Callable[[Dict], None]] = None) -> List[Dict[str, object]]:
     """Every cell of models x calibrators x granularities x nbit_bias, one row each."""
     from tqdm import tqdm
@@ -398,9 +404,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--nbit-bias", type=int, nargs="+", default=[8, 9, 16, 32])
     parser.add_argument("--calibrators", nargs="+", default=["power2"],
-                        help="activation calibrators (names in calibrate.OBSERVERS)")
-    parser.add_argument("--weight-scale", default="auto",
-                        help="weight observer; 'auto': power2 with the power2 calibrator, else max")
+                        help="activation calibrators (names in calibrate.OBSERVERS, or auto)")
+    parser.add_argument("--weight-scale", default=MATCHED,
+                        help="weight calibrator; 'matched' (default): power2 with the power2 "
+                             "calibrator, else max")
     parser.add_argument("--granularity", nargs="+", default=["per-tensor", "per-channel"],
                         choices=["per-tensor", "per-channel"])
     parser.add_argument("--out", default=os.path.join("docs", "bias_sweep"),

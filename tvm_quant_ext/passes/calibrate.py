@@ -73,6 +73,14 @@ class CalibrationResult:
     batches: int = 0
 
 
+def calibration_key(config: QConfig) -> tuple:
+    """The QConfig fields that decide what calibration observes (and annotate's point
+    placement): configs with equal keys can share one ``run_calibration`` result."""
+    return (config.skip_layers, config.on_unsupported_op, config.calibrate_mode,
+            config.layer_calibrate_mode, config.calibrate_percentile, config.nbit_input,
+            config.activation_symmetric)
+
+
 def _observer_kwargs(name: str, config: QConfig) -> dict:
     return {"percentile": config.calibrate_percentile} if name == "percentile" else {}
 
