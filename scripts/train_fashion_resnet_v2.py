@@ -44,8 +44,15 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--wd", type=float, default=5e-4)
+    ap.add_argument("--layers", type=int, nargs="+", default=zoo.FASHION_RESNET_V2_ARCH["layers"],
+                    help="BasicBlockV2 blocks per stage")
+    ap.add_argument("--channels", type=int, nargs="+", default=zoo.FASHION_RESNET_V2_ARCH["channels"],
+                    help="stem width, then one width per stage")
     ap.add_argument("--out", default=os.path.join("tvm_quant_ext", "models", "fashion_resnet_v2"))
     args = ap.parse_args(argv)
+    if len(args.channels) != len(args.layers) + 1:
+        ap.error(f"--channels needs {len(args.layers) + 1} widths (stem + one per stage), got {args.channels}")
 
     mx.random.seed(args.seed)
     rng = np.random.RandomState(args.seed)
@@ -54,8 +61,8 @@ def main(argv=None) -> int:
     x_train = zoo.fashion_normalize(x_train)
     x_test = zoo.fashion_normalize(x_test)
 
-    arch = zoo.FASHION_RESNET_V2_ARCH
-    net = zoo.fashion_resnet_v2_block()
+    arch = dict(zoo.FASHION_RESNET_V2_ARCH, layers=list(args.layers), channels=list(args.channels))
+    net = zoo.fashion_resnet_v2_block(arch)
     net.initialize(mx.init.Xavier(magnitude=2.0))
     net.hybridize(static_alloc=True, static_shape=True)
 
@@ -65,7 +72,7 @@ def main(argv=None) -> int:
     sched = mx.lr_scheduler.CosineScheduler(max_update=total, base_lr=args.lr, final_lr=1e-4,
                                             warmup_steps=steps_per_epoch // 2)
     trainer = gluon.Trainer(net.collect_params(), "sgd",
-                            {"learning_rate": args.lr, "momentum": 0.9, "wd": 5e-4, "lr_scheduler": sched})
+                            {"learning_rate": args.lr, "momentum": 0.9, "wd": args.wd, "lr_scheduler": sched})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     t0 = time.time()
@@ -101,7 +108,7 @@ def main(argv=None) -> int:
         "fp32_test_accuracy": acc,
         "n_test_images": int(len(x_test)),
         "training": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "sgd momentum 0.9",
-                     "lr": args.lr, "schedule": "cosine, half-epoch warm-up", "wd": 5e-4,
+                     "lr": args.lr, "schedule": "cosine, half-epoch warm-up", "wd": args.wd,
                      "augmentation": "random horizontal flip", "seed": args.seed,
                      "wall_seconds": round(time.time() - t0)},
     }

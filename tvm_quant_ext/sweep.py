@@ -39,7 +39,7 @@ from .config import QConfig
 GLUON_IMAGENET_MODELS = tuple(f"resnet{d}_v{v}" for v in (1, 2) for d in (18, 34, 50, 101, 152))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CSV_COLUMNS = ("model", "dataset", "nbit_bias", "calibrate_mode", "weight_scale", "per_channel",
+CSV_COLUMNS = ("model", "dataset", "nbit_bias", "calibrate_mode", "weight_scale", "per_channel", "mode",
                "fp32_top1", "quant_top1", "fp32_top5", "quant_top5", "agreement", "n_images",
                "calib_images", "quantize_s", "compile_s", "run_s")
 
@@ -184,14 +184,15 @@ def load_data(model: SweepModel, data: Optional[str], num_images: int, calib_ima
 MATCHED = "matched"  # weight scales follow the calibrator: power2 with power2, else max
 
 
-def make_config(nbit_bias: int, calibrator: str, per_channel: bool, weight_scale: str = MATCHED) -> QConfig:
+def make_config(nbit_bias: int, calibrator: str, per_channel: bool, weight_scale: str = MATCHED,
+                mode: str = "simulate") -> QConfig:
     """The study's configuration: ``calibrator`` for activations; weights power2 when the
     calibrator is power2 and max otherwise (``weight_scale='matched'``; any calibrator name,
-    including "auto", is passed to QConfig as is)."""
+    including "auto", is passed to QConfig as is). ``mode``: simulate or integer realize."""
     if weight_scale == MATCHED:
         weight_scale = "power2" if calibrator == "power2" else "max"
     return QConfig(nbit_bias=nbit_bias, nbit_activation=max(32, nbit_bias), calibrate_mode=calibrator,
-                   weight_scale=weight_scale, per_channel=per_channel)
+                   weight_scale=weight_scale, per_channel=per_channel, mode=mode)
 
 
 def _batches(images: np.ndarray, batch: int):
@@ -259,7 +260,7 @@ def run_cell(model: SweepModel, config: QConfig, data: SweepData, reference: np.
     return {
         "model": model.name, "dataset": data.name, "nbit_bias": config.nbit_bias,
         "calibrate_mode": config.calibrate_mode, "weight_scale": config.weight_scale,
-        "per_channel": config.per_channel,
+        "per_channel": config.per_channel, "mode": config.mode,
         "fp32_top1": _topk_correct(reference, labels, 1) / n,
         "quant_top1": _topk_correct(logits, labels, 1) / n,
         "fp32_top5": _topk_correct(reference, labels, 5) / n,
@@ -288,13 +289,13 @@ def validate_calibrators(names: Sequence[str]) -> List[str]:
 def sweep(models: Sequence[str], nbit_bias: Sequence[int], calibrators: Sequence[str],
           granularities: Sequence[bool], *, params: Optional[str] = None, data: Optional[str] = None,
           num_images: int = 3000, calib_images: int = 100, batch_size: int = 1,
-          weight_scale: str = MATCHED, target="llvm", progress: bool = True,
+          weight_scale: str = MATCHED, mode: str = "simulate", target="llvm", progress: bool = True,
           on_row: Optional[Callable[[Dict], None]] = None) -> List[Dict[str, object]]:
     """Every cell of models x calibrators x granularities x nbit_bias, one row each."""
     from tqdm import tqdm
 
     calibrators = validate_calibrators(calibrators)
-    configs = [make_config(bits, cal, pc, weight_scale)  # validates every cell before any work
+    configs = [make_config(bits, cal, pc, weight_scale, mode)  # validates every cell before any work
                for cal in calibrators for pc in granularities for bits in nbit_bias]
     rows = []
     bar = tqdm(total=len(models) * len(configs), desc="sweep", unit="cell", disable=not progress)
@@ -412,6 +413,9 @@ def add_arguments(parser) -> None:
                         choices=["per-tensor", "per-channel"])
     parser.add_argument("--out", default=os.path.join("docs", "bias_sweep"),
                         help="output prefix: writes OUT.csv, OUT.md, OUT.png")
+    parser.add_argument("--mode", default="simulate", choices=["simulate", "integer"],
+                        help="simulate (fake-quant in float64) or integer realize (int8 between "
+                             "layers); the two agree within one LSB")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -426,7 +430,7 @@ def run_from_args(args) -> int:
     rows = sweep(args.model, args.nbit_bias, args.calibrators,
                  [g == "per-channel" for g in args.granularity], params=args.params, data=args.data,
                  num_images=args.num_images, calib_images=args.calib_images,
-                 batch_size=args.batch_size, weight_scale=args.weight_scale,
+                 batch_size=args.batch_size, weight_scale=args.weight_scale, mode=args.mode,
                  progress=not args.no_progress, on_row=checkpoint)
     paths = write_outputs(rows, args.out)
     if os.path.exists(partial):
