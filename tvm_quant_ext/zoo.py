@@ -13,7 +13,7 @@ when imported, so only their data files are read):
                        data ``foolbox==3.3.4`` (20 labeled ImageNet images) and
                        ``ai-benchmark==0.1.2`` (100 unlabeled photos).
 ``fashion_resnet_v2``   Gluon model zoo ``ResNetV2`` (BasicBlockV2, thumbnail stem,
-                       widths 16/16/32/64) trained here on Fashion-MNIST
+``fashion_resnet_v2_deep`` widths 16/16/32/64; 2/2/2 and 8/8/8 blocks) trained here on Fashion-MNIST
                        (scripts/train_fashion_resnet_v2.py; weights committed in
                        ``tvm_quant_ext/models/``), imported with ``from_mxnet``;
                        data: Debian ``dataset-fashion-mnist``.
@@ -51,7 +51,7 @@ Calibration / evaluation split:
   ``"mnist_heldout_4800"`` (the 4800 images not used for calibration).
   digit_recognizer ships no sample images.  (foolbox also ships 20 MNIST test
   digits, disjoint from the 5k; they are not used.)
-* ``fashion_resnet_v2``: ``calib`` = the first 500 training images; ``eval_sets`` =
+* ``fashion_resnet_v2`` and ``_deep``: ``calib`` = the first 500 training images; ``eval_sets`` =
   ``"fashion_mnist_test_10k"`` (all 10k labeled test images).
 * ``efficientnet_lite0``: ``calib`` = ai_benchmark photos 0..49;
   ``eval_sets`` = ``"imagenet_foolbox_20"`` (labels from the file names) and
@@ -77,7 +77,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-MODELS = ("mnist_cnn", "efficientnet_lite0", "fashion_resnet_v2")
+# ResNet v2s trained here on Fashion-MNIST: tvm_quant_ext/models/<name>.params + <name>.json
+# (architecture, normalization, fp32 accuracy), written by scripts/train_fashion_resnet_v2.py.
+FASHION_MODELS = ("fashion_resnet_v2",)
+MODELS = ("mnist_cnn", "efficientnet_lite0") + FASHION_MODELS
 
 # Bump when the conversion or the preprocessing changes (invalidates the cache).
 _ZOO_VERSION = "4"
@@ -426,8 +429,19 @@ def fashion_normalize(images: np.ndarray) -> np.ndarray:
     return ((x - FASHION_MEAN) / FASHION_STD)[:, None].astype(np.float32)
 
 
-FASHION_RESNET_V2_PARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models",
-                                        "fashion_resnet_v2.params")
+MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+FASHION_RESNET_V2_PARAMS = os.path.join(MODELS_DIR, "fashion_resnet_v2.params")
+
+
+def fashion_model_info(name: str) -> Dict[str, Any]:
+    """The JSON written beside a Fashion model's .params: architecture, training, fp32 accuracy."""
+    import json
+
+    path = os.path.join(MODELS_DIR, name + ".json")
+    if name not in FASHION_MODELS or not os.path.exists(path):
+        raise ValueError(f"no Fashion-MNIST model {name!r} (known: {FASHION_MODELS}; files in {MODELS_DIR})")
+    with open(path) as f:
+        return json.load(f)
 
 
 def fashion_preprocess(img) -> np.ndarray:
@@ -435,16 +449,16 @@ def fashion_preprocess(img) -> np.ndarray:
     return fashion_normalize(_gray28(img)[None])[0]
 
 
-def _load_fashion_resnet_v2(batch_size: int, calib_images: int = 500) -> ZooModel:
+def _load_fashion_resnet_v2(name: str, batch_size: int, calib_images: int = 500) -> ZooModel:
     from .frontend import from_mxnet
 
     train_x, _ = fashion_mnist("train")
     test_x, test_y = fashion_mnist("t10k")
-    net = fashion_resnet_v2_block()
-    net.load_parameters(FASHION_RESNET_V2_PARAMS)
+    net = fashion_resnet_v2_block(fashion_model_info(name))
+    net.load_parameters(os.path.join(MODELS_DIR, name + ".params"))
     mod, params = from_mxnet(net, {"data": (batch_size, 1, 28, 28)})
     return ZooModel(
-        name="fashion_resnet_v2",
+        name=name,
         mod=mod,
         params=params,
         input_name="data",
@@ -455,11 +469,11 @@ def _load_fashion_resnet_v2(batch_size: int, calib_images: int = 500) -> ZooMode
     )
 
 
-def fashion_resnet_v2_block():
-    """The (uninitialized) Gluon ResNetV2 of FASHION_RESNET_V2_ARCH."""
+def fashion_resnet_v2_block(arch: Optional[dict] = None):
+    """The (uninitialized) Gluon ResNetV2 of ``arch`` (default FASHION_RESNET_V2_ARCH)."""
     from mxnet.gluon.model_zoo.vision import resnet
 
-    arch = dict(FASHION_RESNET_V2_ARCH)
+    arch = {key: (arch or FASHION_RESNET_V2_ARCH)[key] for key in FASHION_RESNET_V2_ARCH}
     block = getattr(resnet, arch.pop("block"))
     return resnet.ResNetV2(block, arch.pop("layers"), arch.pop("channels"), **arch)
 
@@ -695,8 +709,8 @@ def load(name: str, batch_size: int = 1, cache_dir: Optional[str] = None) -> Zoo
     root = _cache_root(cache_dir)
     if name == "mnist_cnn":
         return _load_mnist(int(batch_size), root)
-    if name == "fashion_resnet_v2":
-        return _load_fashion_resnet_v2(int(batch_size))
+    if name in FASHION_MODELS:
+        return _load_fashion_resnet_v2(name, int(batch_size))
     return _load_lite0(int(batch_size), root)
 
 
