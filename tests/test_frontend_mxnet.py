@@ -5,7 +5,6 @@ architectures end in a global pool).  ResNet-50/101/152 v1/v2 are `slow` (exclud
 the bottleneck ResNets cost 2 min each to compile on 2 busy cores; ResNet-50 v1/v2 passed here;
 run them with ``pytest -m slow tests/test_frontend_mxnet.py``).
 """
-import json
 import os
 
 import mxnet as mx
@@ -154,16 +153,16 @@ fashion_data = pytest.mark.skipif(
 
 
 @fashion_data
-def test_fashion_resnet_v2_zoo_model_is_the_committed_one():
+@pytest.mark.parametrize("name", zoo.FASHION_MODELS)
+def test_fashion_resnet_v2_zoo_model_is_the_committed_one(name):
     """The committed weights give the committed fp32 accuracy (MXNet, all 10k test images),
     and the zoo's Relax module predicts what MXNet predicts."""
-    with open(os.path.splitext(zoo.FASHION_RESNET_V2_PARAMS)[0] + ".json") as f:
-        meta = json.load(f)
-    model = zoo.load("fashion_resnet_v2", batch_size=100)
+    meta = zoo.fashion_model_info(name)
+    model = zoo.load(name, batch_size=100)
     (test_set,) = model.eval_sets
     assert test_set.images.shape == (10000, 1, 28, 28) and len(model.calib) == 500
-    net = zoo.fashion_resnet_v2_block()
-    net.load_parameters(zoo.FASHION_RESNET_V2_PARAMS)
+    net = zoo.fashion_resnet_v2_block(meta)
+    net.load_parameters(os.path.join(zoo.MODELS_DIR, name + ".params"))
     mx_logits = np.concatenate([net(mx.nd.array(test_set.images[i:i + 1000])).asnumpy()
                                 for i in range(0, 10000, 1000)])
     accuracy = float(np.mean(mx_logits.argmax(1) == test_set.labels))

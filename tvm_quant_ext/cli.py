@@ -17,10 +17,11 @@ from calibrate import OBSERVERS
 
 from .config import AUTO, QConfig
 
-BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1, "fashion_resnet_v2": 100}
+BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1, "fashion_resnet_v2": 100, "fashion_resnet_v2_deep": 100}
 # MNIST: the 5000 labeled digits are the benchmark (its 4800 not used for calibration are a
 # subset, so evaluating both would count images twice).
-EVAL_SETS = {"mnist_cnn": ["mnist_5k"], "efficientnet_lite0": None, "fashion_resnet_v2": None}
+EVAL_SETS = {"mnist_cnn": ["mnist_5k"], "efficientnet_lite0": None, "fashion_resnet_v2": None,
+             "fashion_resnet_v2_deep": None}
 
 
 def _evaluate(model_name, configs, limit=None, progress=True, log=print):

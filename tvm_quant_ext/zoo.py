@@ -79,7 +79,7 @@ import numpy as np
 
 # ResNet v2s trained here on Fashion-MNIST: tvm_quant_ext/models/<name>.params + <name>.json
 # (architecture, normalization, fp32 accuracy), written by scripts/train_fashion_resnet_v2.py.
-FASHION_MODELS = ("fashion_resnet_v2",)
+FASHION_MODELS = ("fashion_resnet_v2", "fashion_resnet_v2_deep")
 MODELS = ("mnist_cnn", "efficientnet_lite0") + FASHION_MODELS
 
 # Bump when the conversion or the preprocessing changes (invalidates the cache).
