@@ -21,15 +21,11 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
-from tvm_quant_ext.build import make_target, tune  # noqa: E402
-from tvm_quant_ext.vnni import pack_int8_layers, target_has_vnni  # noqa: E402
+from tvm_quant_ext.build import lower, make_target, tune  # noqa: E402
 
 
-def lowered_module(mod, target, tuning_db):
-    if target_has_vnni(target):
-        mod = pack_int8_layers(mod)
-    with target:
-        lowered = relax.get_pipeline("zero")(mod)
+def lowered_module(mod, target, tuning_db, fuse=True):
+    lowered = lower(mod, target, fuse=fuse)
     if tuning_db:
         lowered = tune(lowered, target, 0, tuning_db)
     return lowered
@@ -54,7 +50,7 @@ def time_kernel(func, target, runs=5) -> float:
 
 
 def kind_of(name: str) -> str:
-    for key in ("vnni", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
+    for key in ("vnni", "depthwise", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
         if key in name:
             return key
     return "elementwise/other"
@@ -67,6 +63,8 @@ def main(argv=None):
     ap.add_argument("--mcpu", default="znver4")
     ap.add_argument("--tuning-db", default=None)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--unfused", action="store_true",
+                    help="int8 layers without their fused epilogue (build(..., fuse=False))")
     args = ap.parse_args(argv)
     target = make_target({"kind": "llvm", "mcpu": args.mcpu})
     zm = zoo.load(args.model, 1)
@@ -75,7 +73,7 @@ def main(argv=None):
     else:
         mod = quantize(zm.mod, zm.params, dataset=[zm.calib[i:i + 1] for i in range(8)],
                        config=QConfig(mode="integer"))
-    lowered = lowered_module(mod, target, args.tuning_db)
+    lowered = lowered_module(mod, target, args.tuning_db, fuse=not args.unfused)
     counts = call_counts(lowered["main"])
     per_kernel, per_kind = {}, collections.Counter()
     for gv, func in lowered.functions_items():
