@@ -22,13 +22,14 @@ from tvm import relax  # noqa: E402
 
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
 from tvm_quant_ext.build import lower, make_target, tune  # noqa: E402
+from tvm_quant_ext.cpu_schedule import default_cpu_schedule  # noqa: E402
 
 
 def lowered_module(mod, target, tuning_db, fuse=True):
     lowered = lower(mod, target, fuse=fuse)
     if tuning_db:
         lowered = tune(lowered, target, 0, tuning_db)
-    return lowered
+    return default_cpu_schedule(lowered)  # as build does
 
 
 def call_counts(main: relax.Function):

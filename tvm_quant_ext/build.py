@@ -9,6 +9,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .cpu_schedule import default_cpu_schedule
 from .fused import fuse_int8_layers
 from .vnni import pack_int8_layers, target_has_vnni
 
@@ -106,8 +107,10 @@ def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 
     lowered = lower(mod, tgt, vnni=vnni, fuse=fuse)
     if tgt.kind.name == "cuda":
         lowered = gpu_schedule(lowered, tgt)
-    elif tune_trials > 0 or tuning_db is not None:
-        lowered = tune(lowered, tgt, tune_trials, tuning_db)
+    else:
+        if tune_trials > 0 or tuning_db is not None:
+            lowered = tune(lowered, tgt, tune_trials, tuning_db)
+        lowered = default_cpu_schedule(lowered)  # what neither tuning nor a kernel scheduled
     return tvm.compile(lowered, tgt)
 
 
