@@ -110,3 +110,37 @@ def test_real_model_fused_equals_unfused(name):
     for i in range(4, 9):
         image = model.calib[i:i + 1]
         np.testing.assert_array_equal(fused(image), unfused(image))
+
+
+@pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("case", [
+    # (channels, size, kernel, stride, padding t/l/b/r, dilation)
+    (5, 9, 3, 1, (1, 1, 1, 1), 1),
+    (6, 11, 5, 2, (1, 1, 2, 2), 1),   # Lite0's TF "same" padding on a 5x5 stride-2 layer
+    (3, 8, 3, 2, (0, 0, 1, 1), 1),
+    (4, 7, 1, 1, (0, 0, 0, 0), 1),    # ResNet v2's pre-activation BN as a 1x1 depthwise conv
+    (4, 10, 3, 1, (2, 2, 2, 2), 2),
+])
+def test_depthwise_kernel_matches_numpy(data_dtype, case):
+    from tvm_quant_ext.fused import depthwise_kernel
+
+    c, size, k, stride, (pt, pl, pb, pr), dil = case
+    rng = np.random.default_rng(7)
+    lo, hi = (-128, 128) if data_dtype == "int8" else (0, 256)
+    x = rng.integers(lo, hi, (2, c, size, size)).astype(data_dtype)
+    w = rng.integers(-128, 128, (c, 1, k, k)).astype("int8")
+    func = depthwise_kernel(x.shape, w.shape, data_dtype, (stride, stride), (pt, pl, pb, pr),
+                            (dil, dil))
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), "llvm")
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (xp.shape[2] - dil * (k - 1) - 1) // stride + 1
+    ow = (xp.shape[3] - dil * (k - 1) - 1) // stride + 1
+    ref = np.zeros((2, c, oh, ow), np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            y0, x0 = ky * dil, kx * dil
+            ref += xp[:, :, y0:y0 + stride * oh:stride, x0:x0 + stride * ow:stride] \
+                * w[None, :, 0, ky, kx, None, None].astype(np.int64)
+    out = tvm.runtime.tensor(np.zeros(ref.shape, "int32"))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
+    np.testing.assert_array_equal(out.numpy(), ref)

@@ -260,17 +260,22 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
     weight = te.placeholder((c, 1, kh, kw), "int8", "weight")
     extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
              for i, a in enumerate(epilogue.tensor_operands())]
-    padded = te.compute(
-        (n, c, hp, wp),
-        lambda i, ch, y, x: tvm.tirx.if_then_else(
-            tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl),
-            data[i, ch, y - pt, x - pl].astype("int32"), tvm.tirx.const(0, "int32")),
-        name="padded")
+    # the padded plane split into ``sw`` column phases, ``padded[.., y, p, q]`` = column
+    # ``q * sw + p``: with stride 2 the taps of a row of outputs then read contiguous memory
+    wq = -(-wp // sw)
+
+    def pad(i, ch, y, p, q):
+        x = q * sw + p
+        inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl)
+        return tvm.tirx.if_then_else(inside, data[i, ch, y - pt, te.min(x, w + pl - 1) - pl]
+                                     .astype("int32"), tvm.tirx.const(0, "int32"))
+
+    padded = te.compute((n, c, hp, sw, wq), pad, name="padded")
 
     def accumulate(i, ch, y, x):
         # the taps spelled out (kh * kw terms) rather than a reduce axis: the output block
         # stays a plain spatial block, so its row can be vectorized with the epilogue
-        terms = [padded[i, ch, y * sh + ry * dh, x * sw + rx * dw]
+        terms = [padded[i, ch, y * sh + ry * dh, (rx * dw) % sw, x + (rx * dw) // sw]
                  * weight[ch, 0, ry, rx].astype("int32") for ry in range(kh) for rx in range(kw)]
         total = terms[0]
         for term in terms[1:]:
