@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -23,6 +24,8 @@ from tvm import relax  # noqa: E402
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
 from tvm_quant_ext.build import lower, make_target, tune  # noqa: E402
 from tvm_quant_ext.cpu_schedule import default_cpu_schedule  # noqa: E402
+
+import bench_cpu  # noqa: E402  (scripts/: its model loaders)
 
 
 def lowered_module(mod, target, tuning_db, fuse=True):
@@ -59,7 +62,8 @@ def kind_of(name: str) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="efficientnet_lite0", choices=zoo.MODELS)
+    ap.add_argument("--model", default="efficientnet_lite0",
+                    choices=sorted(set(zoo.MODELS) | set(bench_cpu.TORCH_MODELS)))
     ap.add_argument("--mode", default="integer", choices=("fp32", "integer"))
     ap.add_argument("--mcpu", default="znver4")
     ap.add_argument("--tuning-db", default=None)
@@ -68,12 +72,16 @@ def main(argv=None):
                     help="int8 layers without their fused epilogue (build(..., fuse=False))")
     args = ap.parse_args(argv)
     target = make_target({"kind": "llvm", "mcpu": args.mcpu})
-    zm = zoo.load(args.model, 1)
-    if args.mode == "fp32":
-        mod = passes.prepare(zm.mod, zm.params)
+    if args.model in bench_cpu.TORCH_MODELS:  # bench_cpu's random-weight models (ResNet-50 v2)
+        bm = bench_cpu.load_model(args.model, 1, 4)
+        graph, params, calib = bm.mod, bm.params, bm.calib
     else:
-        mod = quantize(zm.mod, zm.params, dataset=[zm.calib[i:i + 1] for i in range(8)],
-                       config=QConfig(mode="integer"))
+        zm = zoo.load(args.model, 1)
+        graph, params, calib = zm.mod, zm.params, [zm.calib[i:i + 1] for i in range(8)]
+    if args.mode == "fp32":
+        mod = passes.prepare(graph, params)
+    else:
+        mod = quantize(graph, params, dataset=calib, config=QConfig(mode="integer"))
     lowered = lowered_module(mod, target, args.tuning_db, fuse=not args.unfused)
     counts = call_counts(lowered["main"])
     per_kernel, per_kind = {}, collections.Counter()
