@@ -151,6 +151,8 @@ def load_model(name: str, batch: int, calib_batches: int) -> BenchModel:
 # timing
 # --------------------------------------------------------------------------- #
 def median_ms(run: Callable[[], object], runs: int) -> float:
+    # each case in a block of runs: timed round-robin, every runtime ran right after the other's
+    # worker threads were still spinning (ORT int8 on one conv layer read 9.7 ms, not 0.5 ms)
     run()  # warm-up
     times = []
     for _ in range(runs):
@@ -225,7 +227,7 @@ def bench(name: str, batch: int, args) -> Dict[str, float]:
 def table(rows: List[Dict[str, float]], args, wall_s: float) -> str:
     lines = [
         f"TVM target `{HOST_TARGET}`, MetaSchedule {args.trials} trials per task for both TVM "
-        f"fp32 and TVM int8; int8 conv2d/dense on the VNNI kernel. ONNX Runtime "
+        f"fp32 and TVM int8; int8 layers fused with their epilogue (VNNI conv2d/dense, int8 depthwise), default CPU schedule elsewhere. ONNX Runtime "
         f"{args.ort_threads} threads. Median of {args.runs} runs (ms). Whole run {wall_s / 60:.1f} min.",
         "",
         "| model | batch | TVM fp32 | TVM int8 | TVM int8 speed-up over fp32 | ORT fp32 | ORT int8 "

@@ -16,23 +16,23 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
-from tvm_quant_ext.build import make_target, tune  # noqa: E402
-from tvm_quant_ext.vnni import pack_int8_layers, target_has_vnni  # noqa: E402
+from tvm_quant_ext.build import lower, make_target, tune  # noqa: E402
+from tvm_quant_ext.cpu_schedule import default_cpu_schedule  # noqa: E402
+
+import bench_cpu  # noqa: E402  (scripts/: its model loaders)
 
 
-def lowered_module(mod, target, tuning_db):
-    if target_has_vnni(target):
-        mod = pack_int8_layers(mod)
-    with target:
-        lowered = relax.get_pipeline("zero")(mod)
+def lowered_module(mod, target, tuning_db, fuse=True):
+    lowered = lower(mod, target, fuse=fuse)
     if tuning_db:
         lowered = tune(lowered, target, 0, tuning_db)
-    return lowered
+    return default_cpu_schedule(lowered)  # as build does
 
 
 def call_counts(main: relax.Function):
@@ -54,7 +54,7 @@ def time_kernel(func, target, runs=5) -> float:
 
 
 def kind_of(name: str) -> str:
-    for key in ("vnni", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
+    for key in ("vnni", "depthwise", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
         if key in name:
             return key
     return "elementwise/other"
@@ -62,20 +62,27 @@ def kind_of(name: str) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="efficientnet_lite0", choices=zoo.MODELS)
+    ap.add_argument("--model", default="efficientnet_lite0",
+                    choices=sorted(set(zoo.MODELS) | set(bench_cpu.TORCH_MODELS)))
     ap.add_argument("--mode", default="integer", choices=("fp32", "integer"))
     ap.add_argument("--mcpu", default="znver4")
     ap.add_argument("--tuning-db", default=None)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--unfused", action="store_true",
+                    help="int8 layers without their fused epilogue (build(..., fuse=False))")
     args = ap.parse_args(argv)
     target = make_target({"kind": "llvm", "mcpu": args.mcpu})
-    zm = zoo.load(args.model, 1)
-    if args.mode == "fp32":
-        mod = passes.prepare(zm.mod, zm.params)
+    if args.model in bench_cpu.TORCH_MODELS:  # bench_cpu's random-weight models (ResNet-50 v2)
+        bm = bench_cpu.load_model(args.model, 1, 4)
+        graph, params, calib = bm.mod, bm.params, bm.calib
     else:
-        mod = quantize(zm.mod, zm.params, dataset=[zm.calib[i:i + 1] for i in range(8)],
-                       config=QConfig(mode="integer"))
-    lowered = lowered_module(mod, target, args.tuning_db)
+        zm = zoo.load(args.model, 1)
+        graph, params, calib = zm.mod, zm.params, [zm.calib[i:i + 1] for i in range(8)]
+    if args.mode == "fp32":
+        mod = passes.prepare(graph, params)
+    else:
+        mod = quantize(graph, params, dataset=calib, config=QConfig(mode="integer"))
+    lowered = lowered_module(mod, target, args.tuning_db, fuse=not args.unfused)
     counts = call_counts(lowered["main"])
     per_kernel, per_kind = {}, collections.Counter()
     for gv, func in lowered.functions_items():

@@ -9,6 +9,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .cpu_schedule import default_cpu_schedule
+from .fused import fuse_int8_layers
 from .vnni import pack_int8_layers, target_has_vnni
 
 TargetLike = Union[str, dict, tvm.target.Target]
@@ -68,7 +70,8 @@ def _to_numpy(out):
 
 
 def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_trials: int = 0,
-          tuning_db: Optional[str] = None, vnni: Optional[bool] = None) -> CompiledModel:
+          tuning_db: Optional[str] = None, vnni: Optional[bool] = None,
+          fuse: bool = True) -> CompiledModel:
     """Compile ``mod`` (its ``main``) for ``target`` and return a callable model.
 
     ``tune_trials``: MetaSchedule trials per tuning task (0: no tuning). Records go to the JSON
@@ -78,6 +81,10 @@ def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_t
     cover keep the default (untuned) schedule.
     ``vnni``: run int8 conv2d/matmul on the AVX-512 VNNI kernel (``tvm_quant_ext.vnni``);
     default: when the llvm target has the feature (e.g. ``{"kind": "llvm", "mcpu": "znver4"}``).
+    ``fuse`` (llvm targets): each int8 layer with its integer epilogue (bias, requantize,
+    clip, cast) becomes one scheduled kernel (``tvm_quant_ext.fused``): conv2d/dense on VNNI
+    when ``vnni``, depthwise conv2d always; ``fuse=False`` keeps the unfused graph (the VNNI
+    kernel then writes int32 and the epilogue runs as separate kernels).
     CUDA targets get dlight's default GPU schedules.
     """
     tgt = make_target(target)
@@ -85,27 +92,40 @@ def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_t
     names = [p.name for p in main.params]
     shapes = [tuple(int(d) for d in p.ty.shape) for p in main.params]
     dtypes = [str(p.ty.dtype) for p in main.params]
-    executable = compile_module(mod, tgt, tune_trials=tune_trials, tuning_db=tuning_db, vnni=vnni)
+    executable = compile_module(mod, tgt, tune_trials=tune_trials, tuning_db=tuning_db, vnni=vnni,
+                                fuse=fuse)
     if device is None:
         device = tvm.cpu(0) if tgt.kind.name == "llvm" else tvm.device(tgt.kind.name, 0)
     return CompiledModel(executable, device, names, shapes, dtypes)
 
 
 def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 0,
-                   tuning_db: Optional[str] = None, vnni: Optional[bool] = None):
+                   tuning_db: Optional[str] = None, vnni: Optional[bool] = None,
+                   fuse: bool = True):
     """``build`` without the callable wrapper: the executable (``export_library``-able)."""
+    tgt = make_target(target)
+    lowered = lower(mod, tgt, vnni=vnni, fuse=fuse)
+    if tgt.kind.name == "cuda":
+        lowered = gpu_schedule(lowered, tgt)
+    else:
+        if tune_trials > 0 or tuning_db is not None:
+            lowered = tune(lowered, tgt, tune_trials, tuning_db)
+        lowered = default_cpu_schedule(lowered)  # what neither tuning nor a kernel scheduled
+    return tvm.compile(lowered, tgt)
+
+
+def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] = None,
+          fuse: bool = True) -> tvm.IRModule:
+    """The fused int8 kernels (llvm), then the "zero" pipeline (legalize, fold, fuse)."""
     tgt = make_target(target)
     if vnni is None:
         vnni = target_has_vnni(tgt)
-    if vnni:
+    if fuse and tgt.kind.name == "llvm":
+        mod = fuse_int8_layers(mod, vnni=vnni)
+    elif vnni:
         mod = pack_int8_layers(mod)
     with tgt:
-        lowered = relax.get_pipeline("zero")(mod)  # legalize, fold, fuse
-    if tgt.kind.name == "cuda":
-        lowered = gpu_schedule(lowered, tgt)
-    elif tune_trials > 0 or tuning_db is not None:
-        lowered = tune(lowered, tgt, tune_trials, tuning_db)
-    return tvm.compile(lowered, tgt)
+        return relax.get_pipeline("zero")(mod)  # legalize, fold, fuse
 
 
 def tune(lowered: tvm.IRModule, target: tvm.target.Target, trials_per_task: int,

@@ -13,22 +13,22 @@ a ``call_tir`` of one scheduled kernel that
 2. accumulates ``acc[n, O/16, oh, ow, 16o]`` with the weight pre-packed at compile time to
    ``O/16 x C/4 x KH x KW x 16o x 4c``, the inner 16x4 block tensorized onto ``vpdpbusd``
    and ``ow`` register-blocked;
-3. unpacks back to NCHW int32, so the rest of the graph (requantize etc.) is untouched.
+3. unpacks back to NCHW int32, or, fused (``fused.fuse_int8_layers``), applies the layer's
+   integer epilogue (bias, requantize, clip, cast) to each element and writes NCHW int8.
 
 The kernel's schedule is fixed (no tuning needed); it carries ``tirx.is_scheduled`` so later
 schedule passes leave it alone.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import tvm
-from tvm import relax, te
+from tvm import te
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-from .graph import const_value, is_const, op_name
 
 LANES, GROUP = 16, 4  # int32 lanes per vpdpbusd, bytes reduced per lane
 INTRIN = "tvm_quant_ext.dot_16x4_u8i8i32_vnni"
@@ -106,8 +106,16 @@ def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
 
 
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
-                  strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)) -> tvm.tirx.PrimFunc:
-    """The scheduled packed conv2d: (data NCHW, packed weight, correction) -> NCHW int32."""
+                  strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
+                  epilogue_index=None) -> tvm.tirx.PrimFunc:
+    """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors)
+    -> NCHW, int32 or, with an ``epilogue`` (``fused.Epilogue``), its dtype: the epilogue runs
+    on each unpacked accumulator element (``epilogue_index`` maps the NCHW output index to the
+    index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer)."""
+    from .fused import Epilogue
+
+    epilogue = epilogue or Epilogue()
+    epilogue_index = epilogue_index or (lambda *index: index)
     n, c, h, w = (int(v) for v in data_shape)
     o, _, kh, kw = (int(v) for v in weight_shape)
     sh, sw = (int(v) for v in strides)
@@ -121,6 +129,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
     correction = te.placeholder((o,), "int32", "correction")
+    extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
+             for i, a in enumerate(epilogue.tensor_operands())]
 
     def pack(i, ci, y, x, j):
         ch = ci * GROUP + j
@@ -141,10 +151,12 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
             packed[i, rc, y * sh + ry * dh, x * sw + rx * dw, rj].astype("int32")
             * weight[bo, rc, ry, rx, lo, rj].astype("int32"), axis=[rc, ry, rx, rj]),
         name="acc")
-    out = te.compute((n, o, oh, ow),
-                     lambda i, oc, y, x: acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
-                     name="out")
-    func = te.create_prim_func([data, weight, correction, out])
+    out = te.compute(
+        (n, o, oh, ow),
+        lambda i, oc, y, x: epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
+                                           epilogue_index(i, oc, y, x), extra),
+        name="out")
+    func = te.create_prim_func([data, weight, correction, *extra, out])
     func = _schedule(func, ow, ob).without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
 
@@ -178,69 +190,14 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int) -> tvm.t
     sch.vectorize(loops[-1])
     out = sch.get_sblock("out")
     loops = sch.get_loops(out)
-    sch.parallel(sch.fuse(*loops[:2]))
+    sch.parallel(sch.fuse(*loops[:3]))
+    sch.vectorize(loops[-1])
     return sch.mod["main"]
 
 
-def _int8_layer(call) -> Optional[Tuple[str, np.ndarray]]:
-    """(data dtype, OIHW int8 weight) when ``call`` is an int8 conv2d/matmul this kernel takes."""
-    name = op_name(call)
-    if name not in ("relax.nn.conv2d", "relax.matmul"):
-        return None
-    data, weight = call.args[0], call.args[1]
-    data_dtype = str(data.ty.dtype)
-    if data_dtype not in ("int8", "uint8") or not is_const(weight):
-        return None
-    if str(weight.ty.dtype) != "int8" or str(call.ty.dtype) != "int32":
-        return None
-    w = const_value(weight)
-    if name == "relax.nn.conv2d":
-        a = call.attrs
-        if (int(a.groups) != 1 or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW"
-                or str(a.out_layout) != "NCHW"):
-            return None
-        return data_dtype, w
-    if w.ndim != 2 or len(data.ty.shape) != 2:  # (N, K) x (K, M) only
-        return None
-    return data_dtype, np.ascontiguousarray(w.T)[:, :, None, None]
-
-
-@relax.expr_functor.mutator
-class _PackInt8Layers(relax.PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.rewritten = 0
-
-    def visit_call_(self, call):
-        call = self.visit_expr_post_order(call)
-        layer = _int8_layer(call)
-        if layer is None:
-            return call
-        data_dtype, weight = layer
-        data = call.args[0]
-        consts = [relax.const(pack_weight(weight), "int8"),
-                  relax.const(shift_correction(weight, data_dtype), "int32")]
-        self.rewritten += 1
-        if op_name(call) == "relax.matmul":
-            rows, k = (int(s) for s in data.ty.shape)
-            kernel = conv2d_kernel((rows, k, 1, 1), weight.shape, data_dtype)
-            gv = self.builder_.add_func(kernel, "dense_int8_vnni")
-            x = relax.op.reshape(data, [rows, k, 1, 1])
-            y = relax.call_tir(gv, [x] + consts,
-                               relax.TensorType((rows, weight.shape[0], 1, 1), "int32"))
-            return relax.op.reshape(y, [rows, weight.shape[0]])
-        a = call.attrs
-        kernel = conv2d_kernel([int(s) for s in data.ty.shape], weight.shape, data_dtype,
-                               a.strides, a.padding, a.dilation)
-        gv = self.builder_.add_func(kernel, "conv2d_int8_vnni")
-        return relax.call_tir(gv, [data] + consts, call.ty)
-
-
 def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
-    """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel."""
-    mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
-    rewriter = _PackInt8Layers(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.finalize()
+    """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel, with no
+    epilogue (int32 out): the unfused form (``fused.fuse_int8_layers`` fuses the chain)."""
+    from .fused import fuse_int8_layers
+
+    return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False)

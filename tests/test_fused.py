@@ -1,0 +1,146 @@
+"""Fused int8 layers (tvm_quant_ext.fused): conv2d/dense/depthwise + integer epilogue in one
+kernel, bit-identical to the unfused graph."""
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.target import codegen
+
+import tvm_quant_ext
+from tvm_quant_ext.build import lower
+from tvm_quant_ext.fused import fuse_int8_layers
+
+from graphs import depthwise_block, tiny_resnet
+from int8_graphs import int8_conv_block
+
+VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
+HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+needs_vnni = pytest.mark.skipif(not codegen.target_has_features("avx512vnni", HOST),
+                                reason="host CPU has no AVX-512 VNNI")
+
+
+def _call_tir_names(mod):
+    names = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
+            names.append(expr.args[0].name_hint)
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return names
+
+
+def _quantized(graph, shape, symmetric=True, seed=0):
+    mod, params = graph
+    rng = np.random.default_rng(seed)
+    calib = [rng.standard_normal(shape).astype("float32") for _ in range(4)]
+    return tvm_quant_ext.quantize(mod, params, dataset=calib, config=tvm_quant_ext.QConfig(
+        mode="integer", activation_symmetric=symmetric))
+
+
+def test_chain_becomes_one_kernel():
+    # conv -> bias -> int64 requantize -> clip -> cast: one call_tir, no separate elementwise
+    mod, _ = int8_conv_block(in_ch=8, out_ch=16, classes=7)
+    fused = fuse_int8_layers(mod)
+    names = _call_tir_names(fused)
+    assert names == ["conv2d_int8_vnni", "dense_int8_vnni"]
+    ops = set()
+    relax.analysis.post_order_visit(fused["main"], lambda e: ops.add(
+        getattr(e.op, "name", None)) if isinstance(e, relax.Call) else None)
+    assert not ops & {"relax.multiply", "relax.right_shift", "relax.clip", "relax.nn.conv2d",
+                      "relax.matmul"}
+    # the first kernel writes int8 (the epilogue's cast), not int32
+    lowered = lower(mod, tvm.target.Target(VNNI_TARGET))
+    conv = lowered["conv2d_int8_vnni"]
+    assert str(conv.params[-1].dtype) == "int8"  # 0.27: params are buffer-typed
+
+
+@needs_vnni
+@pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("shape", [
+    (1, 8, 16, 10, (1, 1, 1, 1), (1, 1)),
+    (2, 5, 20, 9, (0, 0, 1, 1), (2, 2)),
+])
+def test_fused_vnni_matches_reference(data_dtype, shape):
+    batch, cin, cout, size, padding, strides = shape
+    mod, reference = int8_conv_block(batch=batch, in_ch=cin, out_ch=cout, size=size,
+                                     data_dtype=data_dtype, padding=padding, strides=strides,
+                                     classes=7)
+    rng = np.random.default_rng(1)
+    lo, hi = (-128, 128) if data_dtype == "int8" else (0, 256)
+    x = rng.integers(lo, hi, (batch, cin, size, size)).astype(data_dtype)
+    np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET)(x), reference(x))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_depthwise_fused_equals_unfused(symmetric):
+    # stride 2, TF "same" asymmetric padding, zero points (explicit pad) when asymmetric
+    qmod = _quantized(depthwise_block(channels=6, size=11), (1, 6, 11, 11), symmetric)
+    fused = fuse_int8_layers(qmod, vnni=False)
+    assert "depthwise_conv2d_int8" in _call_tir_names(fused)
+    x = np.random.default_rng(3).standard_normal((1, 6, 11, 11)).astype("float32") * 2
+    np.testing.assert_array_equal(tvm_quant_ext.build(qmod, "llvm")(x),
+                                  tvm_quant_ext.build(qmod, "llvm", fuse=False)(x))
+
+
+@needs_vnni
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_integer_realize_fused_is_bit_exact(symmetric):
+    qmod = _quantized(tiny_resnet(), (1, 3, 16, 16), symmetric)
+    x = np.random.default_rng(5).standard_normal((2, 1, 3, 16, 16)).astype("float32")
+    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
+    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    for image in x:
+        np.testing.assert_array_equal(fused(image), unfused(image))
+
+
+@needs_vnni
+@pytest.mark.parametrize("name", ["mnist_cnn", "efficientnet_lite0"])
+def test_real_model_fused_equals_unfused(name):
+    # every conv (VNNI and depthwise) and the classifier fused: the logits are bit-identical
+    from tvm_quant_ext import zoo
+
+    model = zoo.load(name, batch_size=1)
+    calib = [model.calib[i:i + 1] for i in range(4)]
+    qmod = tvm_quant_ext.quantize(model.mod, model.params, dataset=calib,
+                                  config=tvm_quant_ext.QConfig(mode="integer"))
+    lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
+    assert not [n for n in _call_tir_names(lowered) if "conv2d" in n and "int8" not in n]
+    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
+    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    for i in range(4, 9):
+        image = model.calib[i:i + 1]
+        np.testing.assert_array_equal(fused(image), unfused(image))
+
+
+@pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("case", [
+    # (channels, size, kernel, stride, padding t/l/b/r, dilation)
+    (5, 9, 3, 1, (1, 1, 1, 1), 1),
+    (6, 11, 5, 2, (1, 1, 2, 2), 1),   # Lite0's TF "same" padding on a 5x5 stride-2 layer
+    (3, 8, 3, 2, (0, 0, 1, 1), 1),
+    (4, 7, 1, 1, (0, 0, 0, 0), 1),    # ResNet v2's pre-activation BN as a 1x1 depthwise conv
+    (4, 10, 3, 1, (2, 2, 2, 2), 2),
+])
+def test_depthwise_kernel_matches_numpy(data_dtype, case):
+    from tvm_quant_ext.fused import depthwise_kernel
+
+    c, size, k, stride, (pt, pl, pb, pr), dil = case
+    rng = np.random.default_rng(7)
+    lo, hi = (-128, 128) if data_dtype == "int8" else (0, 256)
+    x = rng.integers(lo, hi, (2, c, size, size)).astype(data_dtype)
+    w = rng.integers(-128, 128, (c, 1, k, k)).astype("int8")
+    func = depthwise_kernel(x.shape, w.shape, data_dtype, (stride, stride), (pt, pl, pb, pr),
+                            (dil, dil))
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), "llvm")
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (xp.shape[2] - dil * (k - 1) - 1) // stride + 1
+    ow = (xp.shape[3] - dil * (k - 1) - 1) // stride + 1
+    ref = np.zeros((2, c, oh, ow), np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            y0, x0 = ky * dil, kx * dil
+            ref += xp[:, :, y0:y0 + stride * oh:stride, x0:x0 + stride * ow:stride] \
+                * w[None, :, 0, ky, kx, None, None].astype(np.int64)
+    out = tvm.runtime.tensor(np.zeros(ref.shape, "int32"))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
+    np.testing.assert_array_equal(out.numpy(), ref)
