@@ -57,7 +57,8 @@ def test_vnni_matches_reference(data_dtype, shape):
                                      data_dtype=data_dtype, padding=padding, strides=strides,
                                      classes=7)
     x = _inputs(data_dtype, (batch, cin, size, size))
-    np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET)(x), reference(x))
+    for fuse in (True, False):  # the layer fused with its integer epilogue, and the bare kernel
+        np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET, fuse=fuse)(x), reference(x))
     np.testing.assert_array_equal(tvm_quant_ext.build(mod, "llvm")(x), reference(x))
 
 

@@ -54,23 +54,6 @@ def test_chain_becomes_one_kernel():
     assert str(conv.params[-1].dtype) == "int8"  # 0.27: params are buffer-typed
 
 
-@needs_vnni
-@pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
-@pytest.mark.parametrize("shape", [
-    (1, 8, 16, 10, (1, 1, 1, 1), (1, 1)),
-    (2, 5, 20, 9, (0, 0, 1, 1), (2, 2)),
-])
-def test_fused_vnni_matches_reference(data_dtype, shape):
-    batch, cin, cout, size, padding, strides = shape
-    mod, reference = int8_conv_block(batch=batch, in_ch=cin, out_ch=cout, size=size,
-                                     data_dtype=data_dtype, padding=padding, strides=strides,
-                                     classes=7)
-    rng = np.random.default_rng(1)
-    lo, hi = (-128, 128) if data_dtype == "int8" else (0, 256)
-    x = rng.integers(lo, hi, (batch, cin, size, size)).astype(data_dtype)
-    np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET)(x), reference(x))
-
-
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_depthwise_fused_equals_unfused(symmetric):
     # stride 2, TF "same" asymmetric padding, zero points (explicit pad) when asymmetric
