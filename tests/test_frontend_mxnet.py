@@ -5,6 +5,7 @@ architectures end in a global pool).  ResNet-50/101/152 v1/v2 are `slow` (exclud
 the bottleneck ResNets cost 2 min each to compile on 2 busy cores; ResNet-50 v1/v2 passed here;
 run them with ``pytest -m slow tests/test_frontend_mxnet.py``).
 """
+import json
 import os
 
 import mxnet as mx
