@@ -16,12 +16,12 @@ import time
 from calibrate import OBSERVERS
 
 from .config import AUTO, QConfig
+from .zoo import FASHION_MODELS
 
-BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1, "fashion_resnet_v2": 100, "fashion_resnet_v2_deep": 100}
+BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1, **{name: 100 for name in FASHION_MODELS}}
 # MNIST: the 5000 labeled digits are the benchmark (its 4800 not used for calibration are a
-# subset, so evaluating both would count images twice).
-EVAL_SETS = {"mnist_cnn": ["mnist_5k"], "efficientnet_lite0": None, "fashion_resnet_v2": None,
-             "fashion_resnet_v2_deep": None}
+# subset, so evaluating both would count images twice). Models not listed: all their eval sets.
+EVAL_SETS = {"mnist_cnn": ["mnist_5k"]}
 
 
 def _evaluate(model_name, configs, limit=None, progress=True, log=print):
@@ -29,7 +29,7 @@ def _evaluate(model_name, configs, limit=None, progress=True, log=print):
     from .evaluate import evaluate
 
     model = zoo.load(model_name, batch_size=BATCH[model_name])
-    return evaluate(model, configs, eval_sets=EVAL_SETS[model_name], limit=limit,
+    return evaluate(model, configs, eval_sets=EVAL_SETS.get(model_name), limit=limit,
                     progress=progress, log=log)
 
 

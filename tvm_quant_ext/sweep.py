@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import QConfig
+from .config import MODES, QConfig
 
 GLUON_IMAGENET_MODELS = tuple(f"resnet{d}_v{v}" for v in (1, 2) for d in (18, 34, 50, 101, 152))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -413,7 +413,7 @@ def add_arguments(parser) -> None:
                         choices=["per-tensor", "per-channel"])
     parser.add_argument("--out", default=os.path.join("docs", "bias_sweep"),
                         help="output prefix: writes OUT.csv, OUT.md, OUT.png")
-    parser.add_argument("--mode", default="simulate", choices=["simulate", "integer"],
+    parser.add_argument("--mode", default="simulate", choices=MODES,
                         help="simulate (fake-quant in float64) or integer realize (int8 between "
                              "layers); the two agree within one LSB")
     parser.add_argument("--no-progress", action="store_true")

@@ -13,7 +13,8 @@ when imported, so only their data files are read):
                        data ``foolbox==3.3.4`` (20 labeled ImageNet images) and
                        ``ai-benchmark==0.1.2`` (100 unlabeled photos).
 ``fashion_resnet_v2``   Gluon model zoo ``ResNetV2`` (BasicBlockV2, thumbnail stem,
-``fashion_resnet_v2_deep`` widths 16/16/32/64; 2/2/2 and 8/8/8 blocks) trained here on Fashion-MNIST
+                       widths 16/16/32/64, 2/2/2 blocks; ``fashion_resnet_v2_deep``:
+                       8/8/8 blocks) trained here on Fashion-MNIST
                        (scripts/train_fashion_resnet_v2.py; weights committed in
                        ``tvm_quant_ext/models/``), imported with ``from_mxnet``;
                        data: Debian ``dataset-fashion-mnist``.
@@ -430,7 +431,6 @@ def fashion_normalize(images: np.ndarray) -> np.ndarray:
 
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
-FASHION_RESNET_V2_PARAMS = os.path.join(MODELS_DIR, "fashion_resnet_v2.params")
 
 
 def fashion_model_info(name: str) -> Dict[str, Any]:
