@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from tvm_quant_ext import QConfig, quantize, zoo  # noqa: E402
-from tvm_quant_ext.build import compile_module  # noqa: E402
+from tvm_quant_ext.backend.build import compile_module  # noqa: E402
 from tvm_quant_ext.config import MODES  # noqa: E402
 
 

@@ -22,8 +22,9 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
-from tvm_quant_ext.build import lower, make_target, tune  # noqa: E402
-from tvm_quant_ext.cpu_schedule import default_cpu_schedule  # noqa: E402
+from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
+from tvm_quant_ext.backend.tune import tune  # noqa: E402
+from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
 
 import bench_cpu  # noqa: E402  (scripts/: its model loaders)
 

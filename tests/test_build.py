@@ -8,7 +8,7 @@ import tvm
 from tvm.target import codegen
 
 import tvm_quant_ext
-from tvm_quant_ext.build import compile_module
+from tvm_quant_ext.backend.build import compile_module
 
 from int8_graphs import int8_conv_block
 

@@ -4,8 +4,8 @@ import tvm
 from tvm import relax
 
 import tvm_quant_ext
-from tvm_quant_ext.build import lower
-from tvm_quant_ext.cpu_schedule import default_cpu_schedule, is_scheduled
+from tvm_quant_ext.backend.build import lower
+from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule, is_scheduled
 
 from graphs import tiny_resnet
 

@@ -1,4 +1,4 @@
-"""Fused int8 layers (tvm_quant_ext.fused): conv2d/dense/depthwise + integer epilogue in one
+"""Fused int8 layers (tvm_quant_ext.backend.cpu): conv2d/dense/depthwise + integer epilogue in one
 kernel, bit-identical to the unfused graph."""
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from tvm import relax
 from tvm.target import codegen
 
 import tvm_quant_ext
-from tvm_quant_ext.build import lower
-from tvm_quant_ext.fused import fuse_int8_layers
+from tvm_quant_ext.backend.build import lower
+from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
 from graphs import depthwise_block, tiny_resnet
 from int8_graphs import int8_conv_block
@@ -105,7 +105,7 @@ def test_real_model_fused_equals_unfused(name):
     (4, 10, 3, 1, (2, 2, 2, 2), 2),
 ])
 def test_depthwise_kernel_matches_numpy(data_dtype, case):
-    from tvm_quant_ext.fused import depthwise_kernel
+    from tvm_quant_ext.backend.cpu.depthwise import depthwise_kernel
 
     c, size, k, stride, (pt, pl, pb, pr), dil = case
     rng = np.random.default_rng(7)

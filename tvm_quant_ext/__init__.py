@@ -12,14 +12,27 @@ from typing import Dict, Iterable, Optional
 import numpy as np
 import tvm
 
-from .build import CompiledModel, build, make_target
+from . import passes
+from .backend import CompiledModel, build, make_target
 from .config import QConfig, QKind
+from .passes.annotate import UnsupportedOpError
 from .qmath import BiasOverflowError
 from .report import QuantReport, get_report
-from . import passes
-from .passes.annotate import UnsupportedOpError
 
 __version__ = "0.1.0"
+
+
+def quantize_pipeline(params: Optional[Dict[str, np.ndarray]] = None,
+                      dataset: Optional[Iterable] = None, config: Optional[QConfig] = None,
+                      target="llvm") -> tvm.transform.Pass:
+    """The whole quantizer as one ``tvm.transform.Sequential``; ``print`` it to see the stages."""
+    config = config or QConfig()
+    return tvm.transform.Sequential([
+        passes.PrepareForQuantization(params),
+        passes.Annotate(config),
+        passes.Calibrate(dataset, config, target),
+        passes.Realize(config),
+    ], name="Quantize")
 
 
 def quantize(mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]] = None,
@@ -30,14 +43,11 @@ def quantize(mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]] = None,
     ``dataset``: an iterable of input dicts (by input name) or arrays (single-input models).
     The returned module computes the quantized model; ``get_report(mod)`` describes it.
     """
-    config = config or QConfig()
-    mod = passes.prepare(mod, params)
-    mod = passes.annotate(mod, config)
-    mod = passes.calibrate(mod, dataset, config, target=target)
-    return passes.realize(mod, config)
+    return quantize_pipeline(params, dataset, config, target)(mod)
 
 
 __all__ = [
     "BiasOverflowError", "CompiledModel", "QConfig", "QKind", "QuantReport",
     "UnsupportedOpError", "build", "get_report", "make_target", "passes", "quantize",
+    "quantize_pipeline",
 ]

@@ -61,7 +61,7 @@ class QConfig:
     mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
         "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
         fixed-point requantize; same points and rounding rule, so it agrees with simulate
-        within one LSB; see passes/realize_integer.py).
+        within one LSB; see passes/realize/integer/).
     """
 
     nbit_input: int = 8

@@ -14,11 +14,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import passes
-from .build import build
+from .backend.build import build
 from .config import QConfig
 from .points import collect_points, get_state
 from .report import QuantReport, get_report
+from .runner import QuantRunner, split_batches
 
 
 @dataclass
@@ -107,24 +107,15 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
     unknown = sorted(set(eval_sets or ()) - set(known))
     if unknown:
         raise ValueError(f"{zoo_model.name}: unknown eval set(s) {unknown}; known: {known}")
-    prepared = passes.prepare(zoo_model.mod, zoo_model.params)
     batch = zoo_model.batch_size
-    calib = [zoo_model.calib[i:i + batch] for i in range(0, len(zoo_model.calib) - batch + 1, batch)]
-    annotated_cache, observer_cache, quantized = {}, {}, []
+    runner = QuantRunner(zoo_model.mod, zoo_model.params, split_batches(zoo_model.calib, batch),
+                         target, name=zoo_model.name, log=log)
+    quantized = []
     for config in configs:
-        akey = (config.skip_layers, config.on_unsupported_op)
-        if akey not in annotated_cache:
-            annotated_cache[akey] = passes.annotate(prepared, config)
-        annotated = annotated_cache[akey]
-        ckey = passes.calibration_key(config)
-        if ckey not in observer_cache:
-            log(f"[{zoo_model.name}] calibrating ({config.calibrate_mode}) on {len(zoo_model.calib)} images")
-            observer_cache[ckey] = passes.run_calibration(annotated, calib, config, target)
-        calibrated = passes.attach_scales(annotated, observer_cache[ckey], config)
-        realized = passes.realize(calibrated, config, tap=True)
+        realized = runner.quantized(config, tap=True)
         quantized.append((config, build(realized, target), get_report(realized),
                           get_state(realized)))
-    fp32 = build(next(iter(annotated_cache.values())), target)  # markers are identity taps
+    fp32 = runner.tapped_float_model(configs[0])  # markers are identity taps
 
     n = len(quantized)
     correct_fp32, correct_q = 0, [0] * n

@@ -150,19 +150,35 @@ def module_attr(mod: tvm.IRModule, key: str, default=None):
     return mod.attrs[key]
 
 
-def registrar(table: dict, key=lambda k: k):
+class DuplicateRuleError(ValueError):
+    """A second rule was registered for a key that already has one."""
+
+
+def registrar(table: dict, key=lambda k: k, what: str = "rule"):
     """``register(*keys)``: a decorator filing a function in ``table`` under each key (one op,
-    one rule; the pattern of Relay's register_annotate_function and Relax's register_legalize)."""
+    one rule; the pattern of Relay's register_annotate_function and Relax's register_legalize).
+    A key registered twice is an error: two rules for one op would silently shadow each other."""
 
     def register(*keys):
         def wrap(fn):
             for k in keys:
-                table[key(k)] = fn
+                k = key(k)
+                if k in table:
+                    raise DuplicateRuleError(
+                        f"{what} for {k!r} is already registered ({_rule_name(table[k])}); "
+                        "unregister it first (del the table entry) to replace it")
+                table[k] = fn
             return fn
 
         return wrap
 
     return register
+
+
+def _rule_name(rule) -> str:
+    fn = getattr(rule, "__wrapped__", rule)
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    return f"{module}.{name}" if module and name else repr(rule)
 
 
 def binding_name(name: str) -> str:

@@ -4,9 +4,9 @@
         --num-images 3000 --nbit-bias 8 9 16 32 --calibrators power2 max --out docs/sweep
     tvm-quant sweep --model fashion_resnet_v2 --num-images 10000 ...
 
-A grid cell is :func:`run_cell` (model, config, data slice) -> row: a pure function, so cells
-can be fanned out; in one process the fp32 logits are computed once per model and the
-calibration statistics once per (model, calibrator) (both are memoized pure results).
+A grid cell is :func:`run_cell` (runner, config, data slice) -> row. One ``QuantRunner`` per
+model serves its cells: the fp32 logits are computed once per model and the calibration
+statistics once per calibration key, and both end with the model's part of the grid.
 
 Models: the Gluon model zoo's ``resnet{18,34,50,101,152}_v{1,2}`` (weights from a local
 ``--params`` file; nothing is downloaded), imported with ``from_mxnet``; or any
@@ -34,7 +34,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .backend.build import build
 from .config import MODES, QConfig
+from .runner import QuantRunner, split_batches
 
 GLUON_IMAGENET_MODELS = tuple(f"resnet{d}_v{v}" for v in (1, 2) for d in (18, 34, 50, 101, 152))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -195,13 +197,8 @@ def make_config(nbit_bias: int, calibrator: str, per_channel: bool, weight_scale
                    weight_scale=weight_scale, per_channel=per_channel, mode=mode)
 
 
-def _batches(images: np.ndarray, batch: int):
-    usable = len(images) // batch * batch
-    return [images[i:i + batch] for i in range(0, usable, batch)]
-
-
 def _run(compiled, images: np.ndarray, batch: int) -> np.ndarray:
-    outs = [np.asarray(compiled(x)).reshape(batch, -1) for x in _batches(images, batch)]
+    outs = [np.asarray(compiled(x)).reshape(batch, -1) for x in split_batches(images, batch)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
@@ -211,46 +208,27 @@ def _topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=1)))
 
 
-_MEMO: Dict[tuple, object] = {}
+def make_runner(model: SweepModel, data: SweepData, target="llvm") -> QuantRunner:
+    """The model's runner, calibrating on ``data.calib``: cells of one model share it."""
+    return QuantRunner(model.mod, model.params, split_batches(data.calib, model.batch_size),
+                       target, name=model.name)
 
 
-def _memo(key, compute):
-    if key not in _MEMO:
-        _MEMO[key] = compute()
-    return _MEMO[key]
+def fp32_logits(runner: QuantRunner, data: SweepData, batch: int) -> np.ndarray:
+    """The float model's outputs on the evaluated slice."""
+    return _run(runner.float_model(), data.images, batch)
 
 
-def fp32_logits(model: SweepModel, data: SweepData, target="llvm") -> np.ndarray:
-    """The float model's outputs on the evaluated slice (once per model and data)."""
-    from tvm import relax
-
-    from .build import build
-
-    def compute():
-        bound = relax.transform.BindParams("main", model.params)(model.mod)
-        return _run(build(bound, target), data.images, model.batch_size)
-
-    return _memo(("fp32", model.name, data.name, len(data.images)), compute)
-
-
-def run_cell(model: SweepModel, config: QConfig, data: SweepData, reference: np.ndarray,
-             target="llvm") -> Dict[str, object]:
-    """Quantize ``model`` with ``config`` (calibrated on ``data.calib``), run the evaluated
-    slice, compare with the labels and with the fp32 ``reference`` logits; one CSV row."""
-    from . import passes
-    from .build import build
-
-    batch = model.batch_size
+def run_cell(runner: QuantRunner, config: QConfig, data: SweepData, reference: np.ndarray,
+             batch: int) -> Dict[str, object]:
+    """Quantize the runner's model with ``config`` (calibrated on ``data.calib``, shared by
+    cells with the same calibration key), run the evaluated slice, compare with the labels
+    and with the fp32 ``reference`` logits; one CSV row."""
     start = time.time()
-    prepared = _memo(("prepared", model.name), lambda: passes.prepare(model.mod, model.params))
-    akey = ("annotated", model.name, config.skip_layers, config.on_unsupported_op)
-    annotated = _memo(akey, lambda: passes.annotate(prepared, config))
-    stats = _memo(("calibrated", model.name, data.name, len(data.calib)) + passes.calibration_key(config),
-                  lambda: passes.run_calibration(annotated, _batches(data.calib, batch), config, target))
-    realized = passes.realize(passes.attach_scales(annotated, stats, config), config)
+    realized = runner.quantized(config)
     quantize_s = time.time() - start
     start = time.time()
-    compiled = build(realized, target)
+    compiled = build(realized, runner.target)
     compile_s = time.time() - start
     start = time.time()
     logits = _run(compiled, data.images, batch)
@@ -258,7 +236,7 @@ def run_cell(model: SweepModel, config: QConfig, data: SweepData, reference: np.
     labels = data.labels[:len(logits)]
     n = len(labels)
     return {
-        "model": model.name, "dataset": data.name, "nbit_bias": config.nbit_bias,
+        "model": runner.name, "dataset": data.name, "nbit_bias": config.nbit_bias,
         "calibrate_mode": config.calibrate_mode, "weight_scale": config.weight_scale,
         "per_channel": config.per_channel, "mode": config.mode,
         "fp32_top1": _topk_correct(reference, labels, 1) / n,
@@ -304,11 +282,12 @@ def sweep(models: Sequence[str], nbit_bias: Sequence[int], calibrators: Sequence
         dataset = load_data(model, data, num_images, calib_images)
         if len(dataset.images) < batch_size:
             raise ValueError(f"{name}: {len(dataset.images)} image(s) is less than one batch of {batch_size}")
-        reference = fp32_logits(model, dataset, target)
+        runner = make_runner(model, dataset, target)
+        reference = fp32_logits(runner, dataset, batch_size)
         for config in configs:
             bar.set_postfix_str(f"{name} {config.calibrate_mode} "
                                 f"{'per-channel' if config.per_channel else 'per-tensor'} {config.nbit_bias}b")
-            row = run_cell(model, config, dataset, reference, target)
+            row = run_cell(runner, config, dataset, reference, batch_size)
             rows.append(row)
             if on_row:
                 on_row(row)

@@ -1,12 +1,34 @@
-"""The quantization passes on Relax: prepare -> annotate -> calibrate -> realize."""
-from .prepare import CanonicalizeBias, NameLayers, prepare, PrepareForQuantization
-from .annotate import Annotate, annotate, register_annotate, ANNOTATE_RULES
-from .calibrate import Calibrate, attach_scales, calibrate, calibration_key, run_calibration
-from .realize import Realize, realize, REALIZE_RULES, register_realize
-from .realize_integer import INTEGER_RULES, register_integer
+"""The quantization passes on Relax, one folder or file per stage, in pipeline order:
+
+``prepare/`` (names, params, BatchNorm, bias) -> ``annotate.py`` (quantization points) ->
+``calibration.py`` (observers over the dataset; calibrator choice in ``calibrators.py``) ->
+``realize/`` (the layer plan, then simulate or integer).
+"""
+import tvm_ffi
+
+from calibrate import CalibrationError
+
+from ..graph import DuplicateRuleError, GraphError
+from ..qmath import BiasOverflowError
+from .annotate import (ANNOTATE_RULES, Annotate, UnsupportedOpError, annotate, annotation_key,
+                       register_annotate)
+from .calibration import (Calibrate, CalibrationResult, attach_scales, calibrate, calibration_key,
+                          iter_batches, run_calibration)
+from .prepare import CanonicalizeBias, NameLayers, PrepareForQuantization, prepare
+from .realize import REALIZE_RULES, REALIZERS, Realize, realize, register_realize
+from .realize.integer import INTEGER_RULES, register_integer
+
+# The passes run inside tvm.transform's FFI: an exception raised there comes back to the caller
+# as a RuntimeError unless its class is registered, so a user would no longer catch
+# BiasOverflowError or GraphError by type.
+for _error in (BiasOverflowError, CalibrationError, DuplicateRuleError, GraphError,
+               UnsupportedOpError):
+    tvm_ffi.register_error(_error)
 
 __all__ = [
-    "ANNOTATE_RULES", "Annotate", "INTEGER_RULES", "register_integer", "Calibrate", "attach_scales", "calibration_key", "CanonicalizeBias", "NameLayers",
-    "PrepareForQuantization", "REALIZE_RULES", "Realize", "annotate", "calibrate",
-    "prepare", "realize", "register_annotate", "register_realize", "run_calibration",
+    "ANNOTATE_RULES", "Annotate", "annotation_key", "Calibrate", "CalibrationResult", "CanonicalizeBias",
+    "INTEGER_RULES", "NameLayers", "PrepareForQuantization", "REALIZERS", "REALIZE_RULES",
+    "Realize", "UnsupportedOpError", "annotate", "attach_scales", "calibrate",
+    "calibration_key", "iter_batches", "prepare", "realize", "register_annotate",
+    "register_integer", "register_realize", "run_calibration",
 ]

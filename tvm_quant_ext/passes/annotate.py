@@ -23,7 +23,8 @@ from tvm import relax
 
 from ..config import QConfig, QKind
 from ..graph import (BindingRewriter, GraphError, binding_name, const_value, is_const, op_name,
-                     registrar, shape_of)
+                     registrar, shape_of, short_op)
+from ..layer_ops import LAYER_OPS
 from ..points import QPoint, QuantState, make_marker, set_state
 
 
@@ -36,7 +37,7 @@ ANNOTATE_RULES: Dict[str, AnnotateRule] = {}
 
 
 # register_annotate("relax.nn.conv2d", ...)(rule): rule(ctx, name, call) -> expr
-register_annotate = registrar(ANNOTATE_RULES)
+register_annotate = registrar(ANNOTATE_RULES, what="annotate rule")
 
 
 @dataclass
@@ -152,34 +153,27 @@ class AnnotateContext(BindingRewriter):
 
 
 # -- rules ------------------------------------------------------------------------------------
-def _conv_weight_axis(call) -> Optional[int]:
-    layout = str(call.attrs.kernel_layout)
-    return layout.index("O") if "O" in layout else None
-
-
-@register_annotate("relax.nn.conv2d", "relax.matmul")
+@register_annotate(*LAYER_OPS)
 def _annotate_layer(ctx: AnnotateContext, name: str, call):
-    """conv2d / matmul with a constant weight: INPUT/ACTIVATION data, WEIGHT weight."""
-    op = op_name(call)
+    """A layer op (conv2d, matmul) with a constant weight: INPUT/ACTIVATION data, WEIGHT
+    weight per output channel, its output an accumulator whose constant add is its BIAS."""
+    layer = LAYER_OPS[op_name(call)]
     data, weight = call.args[0], call.args[1]
     ctx.layers.append(name)
     if ctx.skipped(name):
         return ctx.keep_float(name, call, "in QConfig.skip_layers")
     if not is_const(weight):
         return ctx.keep_float(name, call, "weight is not a constant")
-    if op == "relax.nn.conv2d":
-        w_axis = _conv_weight_axis(call)
-        out_layout = str(call.attrs.out_layout or call.attrs.data_layout)
-        channel_axis = out_layout.index("C")
-    else:
-        if len(shape_of(weight)) != 2:
-            return ctx.keep_float(name, call, "matmul weight is not 2-D")
-        w_axis, channel_axis = 1, -1
+    if layer.weight_ndim is not None and len(shape_of(weight)) != layer.weight_ndim:
+        return ctx.keep_float(name, call, f"{short_op(layer.name)} weight is not "
+                                          f"{layer.weight_ndim}-D")
+    w_axis = layer.weight_axis(call)
     if w_axis is None:
         return ctx.keep_float(name, call, "kernel layout has no output-channel axis")
     q_data = ctx.activation(data, name, 0)
     q_weight = ctx.weight(weight, name, w_axis)
-    ctx.set_layer_output(_LayerOutput(name, ctx.point_of(q_data), f"{name}.weight", channel_axis))
+    ctx.set_layer_output(_LayerOutput(name, ctx.point_of(q_data), f"{name}.weight",
+                                      layer.channel_axis(call)))
     return relax.Call(call.op, [q_data, q_weight] + list(call.args[2:]), call.attrs,
                       list(call.ty_args))
 
@@ -247,6 +241,12 @@ def _annotate_concat(ctx: AnnotateContext, name: str, call):
         return ctx.keep_float(name, call, "concat of a tuple variable")
     quantized = relax.Tuple([ctx.activation(f, name, i) for i, f in enumerate(fields.fields)])
     return relax.Call(call.op, [quantized] + list(call.args[1:]), call.attrs, list(call.ty_args))
+
+
+def annotation_key(config: QConfig) -> tuple:
+    """The QConfig fields that decide where annotate puts points: configs with equal keys
+    annotate a module identically."""
+    return (config.skip_layers, config.on_unsupported_op)
 
 
 def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tvm.IRModule:

@@ -3,7 +3,7 @@
 ``vpdpbusd`` multiplies 4 unsigned bytes by 4 signed bytes and adds the 4 products into an
 int32 lane, 16 lanes at a time: one instruction does 64 multiply-adds where an fp32 FMA does 16.
 It needs the 4 reduced input channels next to each other in memory, so plain NCHW/OIHW layouts
-cannot use it (MetaSchedule reports "cannot be tensorized"). ``pack_int8_layers`` rewrites every
+cannot use it (MetaSchedule reports "cannot be tensorized"). ``fuse.py`` rewrites every
 int8 x int8 -> int32 ``conv2d`` (groups=1, NCHW/OIHW) and ``matmul`` with a constant weight into
 a ``call_tir`` of one scheduled kernel that
 
@@ -13,7 +13,7 @@ a ``call_tir`` of one scheduled kernel that
 2. accumulates ``acc[n, O/16, oh, ow, 16o]`` with the weight pre-packed at compile time to
    ``O/16 x C/4 x KH x KW x 16o x 4c``, the inner 16x4 block tensorized onto ``vpdpbusd``
    and ``ow`` register-blocked;
-3. unpacks back to NCHW int32, or, fused (``fused.fuse_int8_layers``), applies the layer's
+3. unpacks back to NCHW int32, or, fused (``fuse.fuse_int8_layers``), applies the layer's
    integer epilogue (bias, requantize, clip, cast) to each element and writes NCHW int8.
 
 The kernel's schedule is fixed (no tuning needed); it carries ``tirx.is_scheduled`` so later
@@ -28,6 +28,8 @@ import tvm
 from tvm import te
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
+
+from .epilogue import Epilogue
 
 
 LANES, GROUP = 16, 4  # int32 lanes per vpdpbusd, bytes reduced per lane
@@ -109,11 +111,9 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None) -> tvm.tirx.PrimFunc:
     """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors)
-    -> NCHW, int32 or, with an ``epilogue`` (``fused.Epilogue``), its dtype: the epilogue runs
+    -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the epilogue runs
     on each unpacked accumulator element (``epilogue_index`` maps the NCHW output index to the
     index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer)."""
-    from .fused import Epilogue
-
     epilogue = epilogue or Epilogue()
     epilogue_index = epilogue_index or (lambda *index: index)
     n, c, h, w = (int(v) for v in data_shape)
@@ -193,11 +193,3 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int) -> tvm.t
     sch.parallel(sch.fuse(*loops[:3]))
     sch.vectorize(loops[-1])
     return sch.mod["main"]
-
-
-def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
-    """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel, with no
-    epilogue (int32 out): the unfused form (``fused.fuse_int8_layers`` fuses the chain)."""
-    from .fused import fuse_int8_layers
-
-    return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False)

@@ -1,26 +1,27 @@
-"""calibrate: run the float model over the dataset and observe every activation point.
+"""calibration: run the float model over the dataset and observe every activation point.
 
-Observers stream (``calibrate`` package): one batch of activations is alive at a time.
-Each point's calibrator is ``QConfig.calibrate_mode`` or its layer's override; ``auto`` points
-keep a histogram, and a second pass measures every calibrator's error on the real tensors.
-Weights and biases need no data; realize quantizes them from their constants
-(``weight_scale_for``).
+Observers stream (the top-level ``calibrate`` package): one batch of activations is alive at a
+time. Each point's calibrator is ``QConfig.calibrate_mode`` or its layer's override
+(``calibrators.py``); ``auto`` points keep a histogram, and a second pass measures every
+calibrator's error on the real tensors. Weights and biases need no data; realize quantizes
+them from their constants (``calibrators.weight_scale_for``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional
 
 import numpy as np
 import tvm
 
-from calibrate import OBSERVERS, CalibrationError, HistogramObserver, Observer, make_observer
+from calibrate import CalibrationError, HistogramObserver, Observer, make_observer
 
 from .. import qmath
-from ..build import build
+from ..backend.build import build
 from ..config import AUTO, QConfig, QKind
-from ..graph import binding_name
-from ..points import QuantState, collect_points, get_state, set_state
+from ..points import collect_points, get_state, set_state
+from .annotate import annotation_key
+from .calibrators import assign_calibrators, candidate_qparams, least_error, observer_kwargs
 
 ACTIVATION_KINDS = (QKind.INPUT.value, QKind.ACTIVATION.value)
 
@@ -76,47 +77,9 @@ class CalibrationResult:
 def calibration_key(config: QConfig) -> tuple:
     """The QConfig fields that decide what calibration observes (and annotate's point
     placement): configs with equal keys can share one ``run_calibration`` result."""
-    return (config.skip_layers, config.on_unsupported_op, config.calibrate_mode,
-            config.layer_calibrate_mode, config.calibrate_percentile, config.nbit_input,
-            config.activation_symmetric)
-
-
-def _observer_kwargs(name: str, config: QConfig) -> dict:
-    return {"percentile": config.calibrate_percentile} if name == "percentile" else {}
-
-
-def assign_calibrators(state: QuantState, kinds, default: str,
-                       overrides: Tuple[Tuple[str, str], ...], option: str) -> Dict[str, str]:
-    """Calibrator name per point of ``kinds``: the per-layer override whose layer name matches
-    (the layer itself, or an activation named after it, "stem" -> "stem/relu"), else ``default``."""
-    by_layer = {binding_name(name): calibrator for name, calibrator in overrides}
-    chosen, used = {}, set()
-    for pid, point in state.points.items():
-        if point.kind not in kinds:
-            continue
-        chosen[pid] = default
-        for layer, calibrator in by_layer.items():
-            if point.layer == layer or point.layer.startswith(layer + "/"):
-                chosen[pid] = calibrator
-                used.add(layer)
-    unknown = sorted(set(by_layer) - used)
-    if unknown:
-        layers = sorted({p.layer for p in state.points.values() if p.kind in kinds})
-        raise ValueError(f"QConfig.{option} names {unknown}, which match no quantized layer; "
-                         f"layers: {layers}")
-    return chosen
-
-
-def _candidate_qparams(observer: Observer, config: QConfig, nbit: int, symmetric: bool):
-    return {name: observer.as_calibrator(name, **_observer_kwargs(name, config))
-            .compute_qparams(nbit, symmetric) for name in OBSERVERS}
-
-
-def _least_error(errors: Dict[str, float]) -> str:
-    """The calibrator with the smallest error; a tie goes to the simplest, in OBSERVERS' order
-    (max before power2, percentile, l2, kl): e.g. KL that keeps the whole range *is* max."""
-    order = list(OBSERVERS)
-    return min(errors, key=lambda name: (errors[name], order.index(name)))
+    return annotation_key(config) + (
+        config.calibrate_mode, config.layer_calibrate_mode, config.calibrate_percentile,
+        config.nbit_input, config.activation_symmetric)
 
 
 def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
@@ -134,7 +97,7 @@ def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
     observers: Dict[str, Observer] = {
         # auto keeps a histogram: every candidate calibrator is computed from it
         pid: (HistogramObserver(point=pid) if name == AUTO
-              else make_observer(name, point=pid, **_observer_kwargs(name, config)))
+              else make_observer(name, point=pid, **observer_kwargs(name, config)))
         for pid, name in calibrators.items()
     }
     model = build(mod, target)
@@ -174,7 +137,7 @@ def _choose_auto(model, dataset, config: QConfig, result: CalibrationResult, poi
     """Second pass: quantize each auto point's real tensors with every calibrator's (scale,
     zero point) and keep the calibrator with the smallest summed squared error."""
     qmin, qmax = qmath.activation_range(config.nbit_input, config.activation_symmetric)
-    candidates = {pid: _candidate_qparams(result.observers[pid], config, config.nbit_input,
+    candidates = {pid: candidate_qparams(result.observers[pid], config, config.nbit_input,
                                           config.activation_symmetric) for pid in points}
     errors = {pid: dict.fromkeys(candidates[pid], 0.0) for pid in points}
 
@@ -185,28 +148,10 @@ def _choose_auto(model, dataset, config: QConfig, result: CalibrationResult, poi
 
     _run_dataset(model, dataset, sink)
     for pid in points:
-        best = _least_error(errors[pid])
-        result.observers[pid] = result.observers[pid].as_calibrator(best, **_observer_kwargs(best, config))
+        best = least_error(errors[pid])
+        result.observers[pid] = result.observers[pid].as_calibrator(best, **observer_kwargs(best, config))
         result.calibrators[pid] = best
         result.auto_errors[pid] = errors[pid]
-
-
-def weight_scale_for(config: QConfig, point, weight: np.ndarray, calibrator: str) -> Tuple[np.ndarray, str]:
-    """Weight scale (per output channel when ``per_channel``) from ``calibrator``; ``auto``
-    tries every calibrator on the weight itself and keeps the smallest quantization error."""
-    axis = point.axis if config.per_channel else None
-    holder_name = "kl" if calibrator == AUTO else calibrator  # auto needs the histogram
-    observer = make_observer(holder_name, point=point.id, axis=axis, **_observer_kwargs(holder_name, config))
-    observer.observe(weight)
-    if calibrator == AUTO:
-        errors = {}
-        for name, (scale, _) in _candidate_qparams(observer, config, config.nbit_weight, True).items():
-            quantized = qmath.fake_quant(weight, scale, config.nbit_weight, axis=axis)
-            errors[name] = float(np.sum((weight - quantized) ** 2))
-        calibrator = _least_error(errors)
-        observer = observer.as_calibrator(calibrator, **_observer_kwargs(calibrator, config))
-    scale = np.asarray(observer.compute_scale(config.nbit_weight), np.float64)
-    return np.broadcast_to(scale, (weight.shape[point.axis],)).copy(), calibrator
 
 
 def attach_scales(mod: tvm.IRModule, result: CalibrationResult, config: QConfig) -> tvm.IRModule:
@@ -233,9 +178,12 @@ def calibrate(mod: tvm.IRModule, dataset: Iterable, config: Optional[QConfig] = 
     return attach_scales(mod, run_calibration(mod, dataset, config, target), config)
 
 
-def Calibrate(dataset: Iterable, config: Optional[QConfig] = None):  # pylint: disable=invalid-name
+def Calibrate(dataset: Iterable, config: Optional[QConfig] = None,  # pylint: disable=invalid-name
+              target="llvm"):
+    """calibrate as a tvm.transform pass (the float model built for ``target``)."""
+
     @tvm.transform.module_pass(opt_level=0, name="Calibrate")
     def _pass(mod, _ctx):
-        return calibrate(mod, dataset, config)
+        return calibrate(mod, dataset, config, target)
 
     return _pass

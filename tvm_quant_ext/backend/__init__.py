@@ -1,0 +1,12 @@
+"""backend: a quantized (or float) Relax module -> a compiled model for a target.
+
+``build.py`` compiles and wraps the executable, ``target.py`` reads targets, ``tune.py``
+applies or fills a MetaSchedule database, ``cuda.py`` schedules GPU kernels, and ``cpu/``
+holds the hand-written CPU kernels: fused int8 layers (``fuse.py``: VNNI conv2d/dense in
+``vnni.py``, depthwise in ``depthwise.py``, their integer ``epilogue.py``) and the default
+schedule for everything else (``schedule.py``).
+"""
+from .build import CompiledModel, build, compile_module, lower
+from .target import TargetLike, make_target
+
+__all__ = ["CompiledModel", "TargetLike", "build", "compile_module", "lower", "make_target"]

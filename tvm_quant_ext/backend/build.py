@@ -1,0 +1,113 @@
+"""Compile a Relax module for a target and call it with numpy arrays."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .cpu.fuse import fuse_int8_layers, pack_int8_layers
+from .cpu.schedule import default_cpu_schedule
+from .cpu.vnni import target_has_vnni
+from .cuda import gpu_schedule
+from .target import TargetLike, make_target
+from .tune import tune
+
+
+class CompiledModel:
+    """A compiled Relax ``main``: call it with numpy arrays (positional or by input name)."""
+
+    def __init__(self, executable, device, input_names: Sequence[str], input_shapes, input_dtypes):
+        self.executable = executable
+        self.device = device
+        self.vm = relax.VirtualMachine(executable, device)
+        self.input_names = list(input_names)
+        self.input_shapes = [tuple(s) for s in input_shapes]
+        self.input_dtypes = list(input_dtypes)
+
+    def __call__(self, *arrays, **named):
+        if named:
+            if arrays:
+                raise TypeError("pass inputs either positionally or by name, not both")
+            missing = [n for n in self.input_names if n not in named]
+            if missing:
+                raise TypeError(f"missing model input(s) {missing}; inputs are {self.input_names}")
+            arrays = [named[n] for n in self.input_names]
+        if len(arrays) != len(self.input_names):
+            raise TypeError(f"model takes {len(self.input_names)} input(s) {self.input_names}, "
+                            f"got {len(arrays)}")
+        tensors = []
+        for name, shape, dtype, array in zip(self.input_names, self.input_shapes,
+                                         self.input_dtypes, arrays):
+            array = np.ascontiguousarray(array, dtype=dtype)
+            if array.shape != shape:
+                raise ValueError(f"input {name!r}: shape {array.shape}, model expects {shape}")
+            tensors.append(tvm.runtime.tensor(array, self.device))
+        out = self.vm["main"](*tensors)
+        return _to_numpy(out)
+
+
+def _to_numpy(out):
+    if hasattr(out, "numpy"):
+        return out.numpy()
+    return tuple(_to_numpy(o) for o in out)
+
+
+def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_trials: int = 0,
+          tuning_db: Optional[str] = None, vnni: Optional[bool] = None,
+          fuse: bool = True) -> CompiledModel:
+    """Compile ``mod`` (its ``main``) for ``target`` and return a callable model.
+
+    ``tune_trials``: MetaSchedule trials per tuning task (0: no tuning). Records go to the JSON
+    database in the directory ``tuning_db`` (created; a temporary one when not given).
+    ``tuning_db`` with ``tune_trials=0`` applies an existing database without tuning: tune once
+    per target offline, build from the database afterwards. Functions the database does not
+    cover keep the default (untuned) schedule.
+    ``vnni``: run int8 conv2d/matmul on the AVX-512 VNNI kernel (``backend.cpu.vnni``);
+    default: when the llvm target has the feature (e.g. ``{"kind": "llvm", "mcpu": "znver4"}``).
+    ``fuse`` (llvm targets): each int8 layer with its integer epilogue (bias, requantize,
+    clip, cast) becomes one scheduled kernel (``backend.cpu.fuse``): conv2d/dense on VNNI
+    when ``vnni``, depthwise conv2d always; ``fuse=False`` keeps the unfused graph (the VNNI
+    kernel then writes int32 and the epilogue runs as separate kernels).
+    CUDA targets get dlight's default GPU schedules.
+    """
+    tgt = make_target(target)
+    main = mod["main"]
+    names = [p.name for p in main.params]
+    shapes = [tuple(int(d) for d in p.ty.shape) for p in main.params]
+    dtypes = [str(p.ty.dtype) for p in main.params]
+    executable = compile_module(mod, tgt, tune_trials=tune_trials, tuning_db=tuning_db, vnni=vnni,
+                                fuse=fuse)
+    if device is None:
+        device = tvm.cpu(0) if tgt.kind.name == "llvm" else tvm.device(tgt.kind.name, 0)
+    return CompiledModel(executable, device, names, shapes, dtypes)
+
+
+def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 0,
+                   tuning_db: Optional[str] = None, vnni: Optional[bool] = None,
+                   fuse: bool = True):
+    """``build`` without the callable wrapper: the executable (``export_library``-able)."""
+    tgt = make_target(target)
+    lowered = lower(mod, tgt, vnni=vnni, fuse=fuse)
+    if tgt.kind.name == "cuda":
+        lowered = gpu_schedule(lowered, tgt)
+    else:
+        if tune_trials > 0 or tuning_db is not None:
+            lowered = tune(lowered, tgt, tune_trials, tuning_db)
+        lowered = default_cpu_schedule(lowered)  # what neither tuning nor a kernel scheduled
+    return tvm.compile(lowered, tgt)
+
+
+def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] = None,
+          fuse: bool = True) -> tvm.IRModule:
+    """The fused int8 kernels (llvm), then the "zero" pipeline (legalize, fold, fuse)."""
+    tgt = make_target(target)
+    if vnni is None:
+        vnni = target_has_vnni(tgt)
+    if fuse and tgt.kind.name == "llvm":
+        mod = fuse_int8_layers(mod, vnni=vnni)
+    elif vnni:
+        mod = pack_int8_layers(mod)
+    with tgt:
+        return relax.get_pipeline("zero")(mod)  # legalize, fold, fuse

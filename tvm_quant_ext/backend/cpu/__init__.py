@@ -1,0 +1,1 @@
+"""CPU kernels: fused int8 layers (VNNI, depthwise) and the default schedule."""

@@ -1,0 +1,217 @@
+"""Fused int8 layers for CPU: a conv2d / dense / depthwise conv2d and its integer epilogue in
+one scheduled kernel.
+
+Left alone, an int8 conv becomes one kernel writing an int32 tensor and the realize's
+requantize chain a second, single-threaded int64 kernel reading it back.
+``fuse_int8_layers`` matches such chains: a layer call (``LAYER_KERNELS``, keyed by op, every
+key a layer op of ``layer_ops.LAYER_OPS``) followed by any run of elementwise integer ops with
+constant second operands (``epilogue.EPILOGUE_OPS``), each intermediate used once, and replaces
+the chain's last binding by one ``call_tir`` whose kernel computes the accumulator and applies
+the chain (``epilogue.Epilogue``) to each accumulator element before writing the (int8)
+result. The tests check the fused build is bit-identical to the unfused graph.
+
+Layer kernels:
+* conv2d groups=1 and dense (matmul with a constant 2-D weight), int8/uint8 x int8 -> int32:
+  the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni;
+* depthwise conv2d (groups == in channels == out channels): ``depthwise.depthwise_kernel``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ...graph import bindings, const_value, is_const, op_name, registrar, var_uses
+from ...layer_ops import LAYER_OPS
+from . import vnni
+from .depthwise import depthwise_kernel
+from .epilogue import EPILOGUE_OPS, Epilogue, step_of
+
+OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
+
+
+# -- layer kernels ----------------------------------------------------------------------------
+@dataclass
+class LayerKernel:
+    """How to call one fused kernel: its PrimFunc, the constants it takes after the data, and
+    the output it writes (``reshape_to``: the layer's own shape when the kernel's differs)."""
+
+    func: tvm.tirx.PrimFunc
+    name: str
+    consts: List[np.ndarray]
+    out_shape: Tuple[int, ...]
+    reshape_to: Optional[Tuple[int, ...]] = None
+
+
+# LAYER_KERNELS[op](call, epilogue, options) -> LayerKernel, or None when this call (dtypes,
+# groups, layout, target features) is not one the op's kernels take
+LayerRule = Callable[[relax.Call, Epilogue, "FuseOptions"], Optional[LayerKernel]]
+LAYER_KERNELS: Dict[str, LayerRule] = {}
+_register_kernel = registrar(LAYER_KERNELS, what="layer kernel")
+
+
+def register_layer(op: str):
+    """``@register_layer(op)``: the fused kernel rule of a layer op of ``LAYER_OPS``."""
+    if op not in LAYER_OPS:
+        raise ValueError(f"{op!r} is not a layer op (layer_ops.LAYER_OPS: {sorted(LAYER_OPS)}); "
+                         "register it there first, so every pass treats it as a layer")
+    return _register_kernel(op)
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    vnni: bool = True        # conv2d groups=1 / dense on vpdpbusd
+    depthwise: bool = True   # depthwise conv2d kernel
+    epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
+
+
+def _int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
+    data, weight = call.args[0], call.args[1]
+    data_dtype = str(data.ty.dtype)
+    if data_dtype not in ("int8", "uint8") or not is_const(weight):
+        return None
+    if str(weight.ty.dtype) != "int8" or str(call.ty.dtype) != "int32":
+        return None
+    return data_dtype, const_value(weight)
+
+
+def _nchw(attrs) -> bool:
+    return (str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "OIHW"
+            and str(attrs.out_layout or attrs.data_layout) == "NCHW")
+
+
+@register_layer("relax.nn.conv2d")
+def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
+    operands = _int8_operands(call)
+    if operands is None or not _nchw(call.attrs):
+        return None
+    data_dtype, weight = operands
+    a = call.attrs
+    data_shape = [int(s) for s in call.args[0].ty.shape]
+    groups = int(a.groups)
+    out_shape = tuple(int(s) for s in call.ty.shape)
+    if groups == 1 and options.vnni:
+        func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
+                                  a.dilation, epilogue=epilogue)
+        consts = [vnni.pack_weight(weight), vnni.shift_correction(weight, data_dtype)]
+        return LayerKernel(func, "conv2d_int8_vnni", consts, out_shape)
+    if groups == data_shape[1] == weight.shape[0] and weight.shape[1] == 1 and options.depthwise:
+        func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
+                                a.dilation, epilogue=epilogue)
+        return LayerKernel(func, "depthwise_conv2d_int8", [weight], out_shape)
+    return None
+
+
+@register_layer("relax.matmul")
+def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
+    operands = _int8_operands(call)
+    if operands is None or not options.vnni:
+        return None
+    data_dtype, weight = operands
+    if weight.ndim != 2 or len(call.args[0].ty.shape) != 2:  # (N, K) x (K, M) only
+        return None
+    rows, k = (int(s) for s in call.args[0].ty.shape)
+    weight = np.ascontiguousarray(weight.T)[:, :, None, None]
+    # the kernel computes (rows, M, 1, 1); the epilogue indexes the layer's (rows, M)
+    func = vnni.conv2d_kernel((rows, k, 1, 1), weight.shape, data_dtype, epilogue=epilogue,
+                              epilogue_index=lambda i, oc, y, x: (i, oc))
+    consts = [vnni.pack_weight(weight), vnni.shift_correction(weight, data_dtype)]
+    return LayerKernel(func, "dense_int8_vnni", consts, (rows, weight.shape[0], 1, 1),
+                       reshape_to=(rows, weight.shape[0]))
+
+
+# -- the rewrite ------------------------------------------------------------------------------
+@dataclass
+class _Chain:
+    layer: relax.Call
+    epilogue: Epilogue
+
+
+def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, _Chain]:
+    """Chain ends: var -> (layer call, epilogue), for every maximal layer + epilogue chain."""
+    uses = var_uses(func)
+    chains: Dict[relax.Var, _Chain] = {}
+    absorbed = set()
+
+    def parse(expr) -> Optional[_Chain]:
+        if isinstance(expr, relax.Var):
+            if uses.get(expr, 0) == 1 and expr in chains:
+                absorbed.add(expr)
+                return chains[expr]
+            return None
+        name = op_name(expr)
+        if name in LAYER_KERNELS and not (isinstance(expr.args[0], relax.Call)):
+            return _Chain(expr, Epilogue())
+        if not options.epilogue or name not in EPILOGUE_OPS:
+            return None
+        inner = parse(expr.args[0])
+        if inner is None:
+            return None
+        step = step_of(expr, [int(s) for s in inner.layer.ty.shape])
+        if step is None:
+            return None
+        return _Chain(inner.layer, Epilogue(inner.epilogue.steps + [step]))
+
+    for binding in bindings(func):
+        before = set(absorbed)
+        chain = parse(binding.value)
+        if chain is None:  # a failed parse absorbs nothing
+            absorbed.intersection_update(before)
+            continue
+        chains[binding.var] = chain
+    return {v: c for v, c in chains.items() if v not in absorbed}
+
+
+@relax.expr_functor.mutator
+class _FuseLayers(relax.PyExprMutator):
+    def __init__(self, mod, options: FuseOptions):
+        super().__init__(mod)
+        self.options = options
+        self.ends: Dict[relax.Var, _Chain] = {}
+        self.rewritten = 0
+
+    def visit_var_binding_(self, binding):
+        chain = self.ends.get(binding.var)
+        kernel = None
+        if chain is not None:
+            rule = LAYER_KERNELS[op_name(chain.layer)]
+            kernel = rule(chain.layer, chain.epilogue, self.options)
+        if kernel is None:
+            return super().visit_var_binding_(binding)
+        # opaque to FuseOps: a scheduled kernel must not be merged into its neighbours
+        gv = self.builder_.add_func(kernel.func.with_attr("op_pattern", OPAQUE), kernel.name)
+        data = self.visit_expr(chain.layer.args[0])
+        if kernel.reshape_to is not None:
+            data = self.builder_.emit(relax.op.reshape(data, [*data.ty.shape, 1, 1]))
+        dtype = chain.epilogue.dtype or "int32"
+        consts = [relax.const(a, str(a.dtype))
+                  for a in kernel.consts + chain.epilogue.tensor_operands()]
+        value = relax.call_tir(gv, [data] + consts, relax.TensorType(kernel.out_shape, dtype))
+        if kernel.reshape_to is not None:
+            value = relax.op.reshape(self.builder_.emit(value), list(kernel.reshape_to))
+        self.rewritten += 1
+        # the layer's output variable keeps its identity (dataflow or output var)
+        self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(value)))
+
+
+def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
+    """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel, with no
+    epilogue (int32 out): the unfused form."""
+    return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False)
+
+
+def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
+                     epilogue: bool = True) -> tvm.IRModule:
+    """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
+    that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``."""
+    options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue)
+    mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
+    rewriter = _FuseLayers(mod, options)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.ends = _find_chains(func, options)
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(rewriter.builder_.finalize())

@@ -1,0 +1,112 @@
+"""The layer plan: the final codes and scales of every layer's constants, before any rewrite.
+
+Both realize modes start from it: weight scales from each weight point's calibrator, weight
+codes, and the bias as its own kind (codes at ``s_in * s_w`` in ``nbit_bias`` bits, or
+relay.quantize's own-scale rule below 16 bits) with the overflow policy applied, which may
+raise a weight scale or zero a channel (every change recorded for the report). Also the one
+float-to-codes formula both modes emit for float tensors (``emit_codes``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ... import qmath
+from ...config import QConfig, QKind
+from ...graph import bindings, const_value
+from ...points import QuantState, parse_marker
+from ..calibrators import assign_calibrators, weight_scale_for
+
+
+@dataclass
+class LayerPlan:
+    """Final quantization of one layer's constants."""
+
+    weight_scale: np.ndarray
+    weight_codes: np.ndarray
+    zeroed: np.ndarray
+    calibrator: str                 # what chose the weight scale (auto's pick when auto)
+    bias: Optional[qmath.BiasQuant] = None
+
+
+@dataclass
+class RealizeContext:
+    config: QConfig
+    state: QuantState
+    weights: Dict[str, np.ndarray] = field(default_factory=dict)   # weight point -> value
+    biases: Dict[str, np.ndarray] = field(default_factory=dict)    # bias point -> value
+    plans: Dict[str, LayerPlan] = field(default_factory=dict)      # weight point -> plan
+    tap: bool = False
+
+
+def _channel_absmax(weight: np.ndarray, axis: int) -> np.ndarray:
+    moved = np.moveaxis(np.abs(weight), axis, 0)
+    return moved.reshape(moved.shape[0], -1).max(axis=1)
+
+
+def plan_layers(ctx: RealizeContext) -> List[qmath.BiasAdjustment]:
+    """Weight scales, bias codes and overflow fixes for every layer, before any rewrite
+    (the bias rule may change a weight scale)."""
+    config, points = ctx.config, ctx.state.points
+    adjustments: List[qmath.BiasAdjustment] = []
+    bias_of = {p.weight_point: p for p in points.values() if p.kind == QKind.BIAS.value}
+    calibrators = assign_calibrators(ctx.state, (QKind.WEIGHT.value,), config.weight_scale,
+                                     config.layer_weight_scale, "layer_weight_scale")
+    for pid, point in points.items():
+        if point.kind != QKind.WEIGHT.value:
+            continue
+        weight = ctx.weights[pid].astype(np.float64)
+        scale, calibrator = weight_scale_for(config, point, weight, calibrators[pid])
+        absmax = _channel_absmax(weight, point.axis)
+        bias_quant = None
+        bias_point = bias_of.get(pid)
+        if bias_point is not None:
+            input_scale = ctx.state.activation_scales[bias_point.input_point]
+            bias_quant = qmath.quantize_bias(
+                ctx.biases[bias_point.id], input_scale, scale, absmax,
+                nbit_bias=config.nbit_bias, nbit_accumulator=config.nbit_activation,
+                policy=config.bias_overflow, per_channel=config.per_channel,
+                tiny_weight_threshold=config.tiny_weight_threshold,
+                relay8_scale_mode=config.weight_scale, layer=point.layer)
+            scale = bias_quant.weight_scale
+            adjustments.extend(bias_quant.adjustments)
+        zeroed = bias_quant.zeroed if bias_quant is not None else np.zeros(len(scale), bool)
+        codes = qmath.quantize(weight, scale, config.nbit_weight, axis=point.axis)
+        if zeroed.any():
+            index = [slice(None)] * weight.ndim
+            index[point.axis] = zeroed
+            codes[tuple(index)] = 0
+        ctx.plans[pid] = LayerPlan(scale, codes, zeroed, calibrator, bias_quant)
+    return adjustments
+
+
+def scalar(value: float, dtype="float32"):
+    """A scalar constant of ``dtype``."""
+    return relax.const(np.array(value, dtype), dtype)
+
+
+def emit_codes(bb, tensor, scale: float, zero_point: int, qmin: int, qmax: int, name: str):
+    """Float-valued codes ``clip(floor(x / s + 0.5 + z), qmin, qmax)`` (round half up), in the
+    tensor's float type. Both realize modes quantize float tensors with these ops."""
+    dtype = str(tensor.ty.dtype)
+    codes = bb.emit(relax.op.floor(relax.op.add(relax.op.divide(tensor, scalar(scale, dtype)),
+                                                scalar(0.5 + zero_point, dtype))),
+                    name_hint=f"{name}.codes")
+    return bb.emit(relax.op.clip(codes, qmin, qmax), name_hint=f"{name}.clipped")
+
+
+def collect_constants(mod: tvm.IRModule, ctx: RealizeContext) -> None:
+    """The WEIGHT and BIAS constants of ``main``'s markers, by point id, into ``ctx``."""
+    for binding in bindings(mod["main"]):
+        parsed = parse_marker(binding.value)
+        if parsed is None:
+            continue
+        tensor, point_id, kind = parsed
+        if kind == QKind.WEIGHT.value:
+            ctx.weights[point_id] = const_value(tensor)
+        elif kind == QKind.BIAS.value:
+            ctx.biases[point_id] = const_value(tensor)

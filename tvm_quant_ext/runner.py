@@ -1,0 +1,87 @@
+"""QuantRunner: one float model through prepare, annotate, calibrate, realize and build, with
+every stage that configs can share computed once.
+
+Evaluations and sweeps quantize one model under many QConfigs. Configs that annotate alike
+(``annotation_key``) share one annotated module; configs that also observe alike
+(``calibration_key``) share one calibration run, the expensive stage. The caches live on the
+runner, so they end with it: nothing is kept between models or between runs.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import passes
+from .backend.build import CompiledModel, build
+from .config import QConfig
+
+
+def split_batches(images: np.ndarray, batch: int) -> List[np.ndarray]:
+    """Whole batches of ``batch`` images (a last partial batch is left out: the model's batch
+    dimension is fixed)."""
+    usable = len(images) // batch * batch
+    return [images[i:i + batch] for i in range(0, usable, batch)]
+
+
+class QuantRunner:
+    """Quantize and compile ``mod`` (with ``params``) under any number of QConfigs.
+
+    ``calib``: the calibration dataset (a list of input batches or dicts, as ``quantize``
+    takes). ``log``: called with a line when a calibration run starts.
+    """
+
+    def __init__(self, mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]],
+                 calib: Sequence, target="llvm", name: str = "model",
+                 log: Optional[Callable[[str], None]] = None):
+        self.mod = mod
+        self.params = params
+        self.calib = calib
+        self.target = target
+        self.name = name
+        self.log = log
+        self._prepared: Optional[tvm.IRModule] = None
+        self._annotated: Dict[tuple, tvm.IRModule] = {}
+        self._calibrated: Dict[tuple, passes.CalibrationResult] = {}
+
+    @property
+    def prepared(self) -> tvm.IRModule:
+        if self._prepared is None:
+            self._prepared = passes.prepare(self.mod, self.params)
+        return self._prepared
+
+    def annotated(self, config: QConfig) -> tvm.IRModule:
+        key = passes.annotation_key(config)
+        if key not in self._annotated:
+            self._annotated[key] = passes.annotate(self.prepared, config)
+        return self._annotated[key]
+
+    def calibration(self, config: QConfig) -> "passes.CalibrationResult":
+        key = passes.calibration_key(config)
+        if key not in self._calibrated:
+            if self.log is not None:
+                self.log(f"[{self.name}] calibrating ({config.calibrate_mode}) on "
+                         f"{sum(len(b) for b in self.calib)} images")
+            self._calibrated[key] = passes.run_calibration(self.annotated(config), self.calib,
+                                                           config, self.target)
+        return self._calibrated[key]
+
+    def quantized(self, config: QConfig, tap: bool = False) -> tvm.IRModule:
+        """The realized module (``tap``: markers kept after every activation, for evaluation)."""
+        calibrated = passes.attach_scales(self.annotated(config), self.calibration(config), config)
+        return passes.realize(calibrated, config, tap=tap)
+
+    def compiled(self, config: QConfig, tap: bool = False) -> CompiledModel:
+        return build(self.quantized(config, tap=tap), self.target)
+
+    def float_model(self) -> CompiledModel:
+        """The float model as given, params bound."""
+        bound = relax.transform.BindParams("main", self.params)(self.mod) if self.params else self.mod
+        return build(bound, self.target)
+
+    def tapped_float_model(self, config: QConfig) -> CompiledModel:
+        """The prepared float model with ``config``'s markers left in: identities that let an
+        evaluation read each float tensor under the id of its quantization point."""
+        return build(self.annotated(config), self.target)
