@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvm_quant_ext import cli, sweep, zoo
+from tvm_quant_ext import cli, qmath, sweep, zoo
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,25 @@ def test_sweep_validates_calibrators_and_params(capsys):
     assert "unknown calibrator(s) ['nope']" in capsys.readouterr().err
     assert cli.main(["sweep", "--model", "resnet18_v2", "--calibrators", "max"]) == 2
     assert "needs --params" in capsys.readouterr().err
+
+
+def test_two_models_of_one_name_share_no_stage():
+    """Each model's cells quantize that model: a cache keyed by the model's name alone (once a
+    module-level memo) handed the first model's prepared graph and calibration to the second."""
+    from graphs import tiny_resnet
+
+    images = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype("float32")
+    data = sweep.SweepData("random", images, np.zeros(4, np.int64), images[:2])
+    config = sweep.make_config(32, "max", True)
+    outputs = []
+    for seed in (0, 1):
+        mod, params = tiny_resnet(seed=seed)
+        runner = sweep.make_runner(sweep.SweepModel("tiny", mod, params, 1, None), data)
+        reference = sweep.fp32_logits(runner, data, 1)
+        quantized = np.concatenate([runner.compiled(config)(x) for x in images[:, None]])
+        outputs.append((reference, quantized))
+    (ref0, q0), (ref1, q1) = outputs
+    assert not np.allclose(ref0, ref1, atol=1e-3)  # two different models
+    for ref, q in outputs:  # each quantized model is close to its own float model
+        assert qmath.snr_db(ref, q) > 20
+    assert qmath.snr_db(ref1, q0) < 10 and qmath.snr_db(ref0, q1) < 10
