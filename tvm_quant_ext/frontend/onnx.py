@@ -27,11 +27,14 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
 from onnx import helper
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
 
 WEIGHT_OPS = ("Conv", "Gemm", "ConvTranspose", "MatMul")
 
@@ -225,8 +228,8 @@ def _var_name(var) -> str:
     return str(n if n is not None else var.name_hint)
 
 
-def from_onnx(model: Union[str, "onnx.ModelProto"], shape: Optional[Dict[str, Sequence[int]]] = None,
-              module_names: Optional[Iterable[str]] = None) -> Tuple["tvm.IRModule", Dict[str, np.ndarray]]:
+def from_onnx(model: Union[str, onnx.ModelProto], shape: Optional[Dict[str, Sequence[int]]] = None,
+              module_names: Optional[Iterable[str]] = None) -> Tuple[tvm.IRModule, Dict[str, np.ndarray]]:
     """An ONNX model (file path or ``onnx.ModelProto``) -> ``(mod, params)``.
 
     ``shape``: optional input name -> shape, passed to the importer's ``shape_dict`` (e.g. to fix

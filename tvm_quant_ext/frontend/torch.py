@@ -20,13 +20,16 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from typing import Dict, Iterable, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Tuple
 
 import numpy as np
 import onnx
 import torch
 
 from .onnx import from_onnx, name_initializers
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
 
 
 def _module_names(module) -> Iterable[str]:
@@ -78,7 +81,7 @@ def export_onnx(module, example, path: str) -> None:
     _atomic_save(model, path)
 
 
-def from_torch(module, example_inputs) -> Tuple["tvm.IRModule", Dict[str, np.ndarray]]:
+def from_torch(module, example_inputs) -> Tuple[tvm.IRModule, Dict[str, np.ndarray]]:
     """``module`` (a torch ``nn.Module`` in eval mode) -> ``(mod, params)``, the batch fixed by
     ``example_inputs`` (one array / tensor, or a 1-tuple of it)."""
     if isinstance(example_inputs, (tuple, list)):
