@@ -127,13 +127,17 @@ def _batches(images: np.ndarray, batch: int, count: int) -> List[np.ndarray]:
 
 
 def load_model(name: str, batch: int, calib_batches: int) -> BenchModel:
-    root = zoo._cache_root(None)
+    from tvm_quant_ext.frontend import from_onnx
+    from tvm_quant_ext.frontend.torch import export_onnx
+
+    root = zoo.cache_root()
     if name in TORCH_MODELS:
         factory, shape = TORCH_MODELS[name]
         onnx_path = os.path.join(root, f"bench_{name}_b{batch}_seed0.onnx")
         if not os.path.exists(onnx_path):
-            zoo._export_optimized_onnx(factory(), np.zeros((batch,) + shape, np.float32), onnx_path)
-        mod, params, input_name = zoo._onnx_to_relax(onnx_path)
+            export_onnx(factory(), np.zeros((batch,) + shape, np.float32), onnx_path)
+        mod, params = from_onnx(onnx_path)
+        input_name = str(mod["main"].params[0].name)
         rng = np.random.default_rng(0)
         calib = [rng.standard_normal((batch,) + shape).astype("float32")
                  for _ in range(calib_batches)]
@@ -252,7 +256,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--ort-threads", type=int, default=2)
-    ap.add_argument("--db-root", default=os.path.join(zoo._cache_root(None), "tuning"))
+    ap.add_argument("--db-root", default=os.path.join(zoo.cache_root(), "tuning"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                   "docs", "bench_cpu.md"))
     args = ap.parse_args(argv)

@@ -98,7 +98,7 @@ def main(names):
 
         # preprocess callable round trip on one file
         if name == "efficientnet_lite0":
-            fdir = os.path.join(zoo._pkg_dir("foolbox"), "data")
+            fdir = os.path.join(zoo.package_dir("foolbox"), "data")
             f = sorted(os.listdir(fdir))
             f = [x for x in f if x.startswith("imagenet_")][0]
             x = m.preprocess(os.path.join(fdir, f))

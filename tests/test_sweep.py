@@ -14,7 +14,7 @@ from tvm_quant_ext import cli, qmath, sweep, zoo
 
 @pytest.fixture(scope="module")
 def foolbox_rec(tmp_path_factory):
-    files = sorted(glob.glob(os.path.join(zoo._pkg_file("foolbox", "data"), "imagenet_*_*.jpg")))
+    files = sorted(glob.glob(os.path.join(zoo.package_file("foolbox", "data"), "imagenet_*_*.jpg")))
     assert len(files) == 20
     labels = [int(re.search(r"_(\d+)\.jpg$", f).group(1)) for f in files]
     root = tmp_path_factory.mktemp("rec")

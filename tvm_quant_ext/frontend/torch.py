@@ -1,0 +1,97 @@
+"""PyTorch -> ONNX -> Relax, through the TorchScript ONNX exporter and ONNX Runtime.
+
+    mod, params = from_torch(model, example)            # example: numpy array or torch tensor
+    export_onnx(model, example, "model.onnx")            # only the ONNX file (then from_onnx)
+
+:func:`export_onnx`: ``torch.onnx.export`` (opset 17, TorchScript exporter (``dynamo=False``),
+constant folding, the batch fixed by ``example``, input ``"input"``, output ``"logits"``) ->
+one ONNX Runtime session with ``ORT_ENABLE_BASIC`` and ``optimized_model_filepath`` (folds the
+dynamic Pad / shape sub-graphs and any BatchNorm into the convs) -> initializers named after
+the torch module names (:func:`tvm_quant_ext.frontend.onnx.name_initializers`) ->
+``onnx.checker`` -> written atomically.  :func:`from_torch` = that, into a temporary file, then
+:func:`tvm_quant_ext.frontend.onnx.from_onnx`: ``main(input, *weights)``.
+
+Conv weights of a model with BatchNorm are the BatchNorm-*folded* weights, so
+``params["conv.weight"]`` differs from ``model.state_dict()["conv.weight"]``; the names are the
+torch module names all the same.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import TYPE_CHECKING, Dict, Iterable, Tuple
+
+import numpy as np
+import onnx
+import torch
+
+from .onnx import from_onnx, name_initializers
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
+
+
+def _module_names(module) -> Iterable[str]:
+    return [n for n, _ in module.named_modules() if n]
+
+
+def _example_tensor(example) -> "torch.Tensor":
+    return example if isinstance(example, torch.Tensor) else torch.from_numpy(np.asarray(example))
+
+
+def _atomic_save(model: onnx.ModelProto, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_onnx(module, example, path: str) -> None:
+    """Write ``module`` (eval mode) as an optimized ONNX file at ``path`` for inputs like ``example``."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as td:
+        raw = os.path.join(td, "raw.onnx")
+        opt = os.path.join(td, "opt.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (_example_tensor(example),),
+                raw,
+                opset_version=17,
+                dynamo=False,
+                do_constant_folding=True,
+                input_names=["input"],
+                output_names=["logits"],
+            )
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = opt
+        ort.InferenceSession(raw, so, providers=["CPUExecutionProvider"])
+        model = onnx.load(opt)
+    name_initializers(model, _module_names(module))
+    onnx.checker.check_model(model)
+    _atomic_save(model, path)
+
+
+def from_torch(module, example_inputs) -> Tuple[tvm.IRModule, Dict[str, np.ndarray]]:
+    """``module`` (a torch ``nn.Module`` in eval mode) -> ``(mod, params)``, the batch fixed by
+    ``example_inputs`` (one array / tensor, or a 1-tuple of it)."""
+    if isinstance(example_inputs, (tuple, list)):
+        if len(example_inputs) != 1:
+            raise ValueError(f"from_torch takes one example input, got {len(example_inputs)}")
+        example_inputs = example_inputs[0]
+    with tempfile.TemporaryDirectory() as td:
+        path = os.path.join(td, "model.onnx")
+        export_onnx(module, example_inputs, path)
+        return from_onnx(path, module_names=_module_names(module))
+
+
+__all__ = ["export_onnx", "from_torch"]
