@@ -24,10 +24,7 @@ bias bits, one line per calibrator and granularity, fp32 dashed).
 from __future__ import annotations
 
 import csv
-import glob
-import io
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -37,10 +34,10 @@ import numpy as np
 from .backend.build import build
 from .config import MODES, QConfig
 from .runner import QuantRunner, split_batches
+from . import zoo
+from .zoo import imagenet_preprocess, read_folder, read_records
 
 GLUON_IMAGENET_MODELS = tuple(f"resnet{d}_v{v}" for v in (1, 2) for d in (18, 34, 50, 101, 152))
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CSV_COLUMNS = ("model", "dataset", "nbit_bias", "calibrate_mode", "weight_scale", "per_channel", "mode",
                "fp32_top1", "quant_top1", "fp32_top5", "quant_top5", "agreement", "n_images",
                "calib_images", "quantize_s", "compile_s", "run_s")
@@ -68,25 +65,8 @@ class SweepData:
     calib: np.ndarray                 # preprocessed calibration images
 
 
-def imagenet_preprocess(img) -> np.ndarray:
-    """PIL image -> float32 (3, 224, 224): the Gluon model zoo's ImageNet evaluation transform."""
-    from PIL import Image
-
-    img = img.convert("RGB")
-    w, h = img.size
-    scale = 256 / min(w, h)
-    img = img.resize((max(224, round(w * scale)), max(224, round(h * scale))), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - 224) // 2, (h - 224) // 2
-    x = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32) / 255.0
-    x = (x - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
 def load_model(name: str, batch_size: int, params: Optional[str] = None) -> SweepModel:
     """A Gluon ImageNet ResNet (weights from ``params``) or a tvm_quant_ext zoo model."""
-    from . import zoo
-
     if name in GLUON_IMAGENET_MODELS:
         if not params:
             raise ValueError(f"model {name!r} needs --params: a local Gluon .params file "
@@ -110,54 +90,6 @@ def load_model(name: str, batch_size: int, params: Optional[str] = None) -> Swee
         return SweepModel(name, zm.mod, zm.params, batch_size, zm.preprocess, default, zm.calib)
     raise ValueError(f"unknown model {name!r}; choose a Gluon ImageNet ResNet "
                      f"({', '.join(GLUON_IMAGENET_MODELS)}) or a zoo model ({', '.join(zoo.MODELS)})")
-
-
-def read_records(path: str, count: int) -> List[Tuple[object, int]]:
-    """The first ``count`` (PIL image, label) pairs of an indexed RecordIO file."""
-    import mxnet as mx
-    from PIL import Image
-
-    idx = os.path.splitext(path)[0] + ".idx"
-    if not os.path.exists(idx):
-        raise FileNotFoundError(f"{path}: its index {idx} is missing (make one with im2rec's --pass-through "
-                                "or mx.recordio.MXIndexedRecordIO)")
-    record = mx.recordio.MXIndexedRecordIO(idx, path, "r")
-    out = []
-    try:
-        for key in sorted(record.keys)[:count]:
-            header, payload = mx.recordio.unpack(record.read_idx(key))
-            label = np.asarray(header.label).reshape(-1)[0]
-            out.append((Image.open(io.BytesIO(payload)), int(label)))
-    finally:
-        record.close()
-    return out
-
-
-_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
-
-
-def read_folder(path: str, count: int) -> List[Tuple[object, int]]:
-    """(PIL image, label) pairs from class sub-folders or flat ``*_<label>.<ext>`` files."""
-    from PIL import Image
-
-    subdirs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    items: List[Tuple[str, int]] = []
-    if subdirs:
-        numeric = all(d.isdigit() for d in subdirs)
-        for index, d in enumerate(subdirs):
-            label = int(d) if numeric else index
-            items += [(f, label) for f in sorted(glob.glob(os.path.join(path, d, "*")))
-                      if f.endswith(_IMAGE_EXT)]
-        items.sort(key=lambda item: os.path.basename(item[0]))
-    else:
-        for f in sorted(glob.glob(os.path.join(path, "*"))):
-            match = re.search(r"_(\d+)\.[A-Za-z]+$", os.path.basename(f))
-            if f.endswith(_IMAGE_EXT) and match:
-                items.append((f, int(match.group(1))))
-    if not items:
-        raise FileNotFoundError(f"{path}: no labeled images (expected class sub-folders or "
-                                "files named *_<label>.jpg)")
-    return [(Image.open(f), label) for f, label in items[:count]]
 
 
 def load_data(model: SweepModel, data: Optional[str], num_images: int, calib_images: int) -> SweepData:

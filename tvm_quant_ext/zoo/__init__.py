@@ -43,8 +43,8 @@ from . import efficientnet, fashion, mnist
 from .base import EvalSet, ZooEntry, ZooModel
 from .cache import cache_root
 from .data import (FASHION_DIR, FASHION_MEAN, FASHION_STD, fashion_mnist, fashion_normalize,
-                   fashion_preprocess, imagenet_lite_preprocess, mnist_preprocess, package_dir,
-                   package_file)
+                   fashion_preprocess, imagenet_lite_preprocess, imagenet_preprocess,
+                   mnist_preprocess, package_dir, package_file, read_folder, read_records)
 from .fashion import (FASHION_MODELS, FASHION_RESNET_V2_ARCH, MODELS_DIR, fashion_model_info,
                       fashion_resnet_v2_block)
 
@@ -80,5 +80,6 @@ __all__ = [
     "EvalSet", "FASHION_DIR", "FASHION_MEAN", "FASHION_MODELS", "FASHION_RESNET_V2_ARCH",
     "FASHION_STD", "MODELS", "MODELS_DIR", "ZooEntry", "ZooModel", "cache_root", "fashion_mnist",
     "fashion_model_info", "fashion_normalize", "fashion_preprocess", "fashion_resnet_v2_block",
-    "imagenet_lite_preprocess", "load", "mnist_preprocess", "package_dir", "package_file",
+    "imagenet_lite_preprocess", "imagenet_preprocess", "load", "mnist_preprocess", "package_dir",
+    "package_file", "read_folder", "read_records",
 ]

@@ -12,13 +12,18 @@ Fashion-MNIST                  Debian ``dataset-fashion-mnist`` under ``FASHION_
 =============================  ==========================================================
 
 Preprocessors (PIL image or path -> float32 (C, H, W)): :func:`mnist_preprocess`,
-:func:`imagenet_lite_preprocess`, :func:`fashion_preprocess`.
+:func:`imagenet_lite_preprocess`, :func:`fashion_preprocess`, and the Gluon model zoo's
+ImageNet transform :func:`imagenet_preprocess`.
+
+Labeled image sets a user brings: :func:`read_records` (an ImageNet-style RecordIO ``.rec``
+with its ``.idx``) and :func:`read_folder` (class sub-folders or ``*_<label>.jpg`` files).
 """
 from __future__ import annotations
 
 import glob
 import gzip
 import importlib.util
+import io
 import os
 import re
 from typing import List, Tuple
@@ -187,3 +192,73 @@ def fashion_normalize(images: np.ndarray) -> np.ndarray:
 def fashion_preprocess(img) -> np.ndarray:
     """PIL image / path / uint8 HxW array -> float32 (1, 28, 28), Fashion-MNIST-normalized."""
     return fashion_normalize(_gray28(img)[None])[0]
+
+
+# --------------------------------------------------------------------------- #
+# labeled image sets a user brings (the sweep's --data): RecordIO and image folders
+# --------------------------------------------------------------------------- #
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_preprocess(img) -> np.ndarray:
+    """PIL image -> float32 (3, 224, 224): the Gluon model zoo's ImageNet evaluation transform."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = 256 / min(w, h)
+    img = img.resize((max(224, round(w * scale)), max(224, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - 224) // 2, (h - 224) // 2
+    x = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32) / 255.0
+    x = (x - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def read_records(path: str, count: int) -> List[Tuple[object, int]]:
+    """The first ``count`` (PIL image, label) pairs of an indexed RecordIO file."""
+    import mxnet as mx
+    from PIL import Image
+
+    idx = os.path.splitext(path)[0] + ".idx"
+    if not os.path.exists(idx):
+        raise FileNotFoundError(f"{path}: its index {idx} is missing (make one with im2rec's --pass-through "
+                                "or mx.recordio.MXIndexedRecordIO)")
+    record = mx.recordio.MXIndexedRecordIO(idx, path, "r")
+    out = []
+    try:
+        for key in sorted(record.keys)[:count]:
+            header, payload = mx.recordio.unpack(record.read_idx(key))
+            label = np.asarray(header.label).reshape(-1)[0]
+            out.append((Image.open(io.BytesIO(payload)), int(label)))
+    finally:
+        record.close()
+    return out
+
+
+_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
+
+
+def read_folder(path: str, count: int) -> List[Tuple[object, int]]:
+    """(PIL image, label) pairs from class sub-folders or flat ``*_<label>.<ext>`` files."""
+    from PIL import Image
+
+    subdirs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    items: List[Tuple[str, int]] = []
+    if subdirs:
+        numeric = all(d.isdigit() for d in subdirs)
+        for index, d in enumerate(subdirs):
+            label = int(d) if numeric else index
+            items += [(f, label) for f in sorted(glob.glob(os.path.join(path, d, "*")))
+                      if f.endswith(_IMAGE_EXT)]
+        items.sort(key=lambda item: os.path.basename(item[0]))
+    else:
+        for f in sorted(glob.glob(os.path.join(path, "*"))):
+            match = re.search(r"_(\d+)\.[A-Za-z]+$", os.path.basename(f))
+            if f.endswith(_IMAGE_EXT) and match:
+                items.append((f, int(match.group(1))))
+    if not items:
+        raise FileNotFoundError(f"{path}: no labeled images (expected class sub-folders or "
+                                "files named *_<label>.jpg)")
+    return [(Image.open(f), label) for f, label in items[:count]]
