@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1}
 
 
 def _peak_rss_mb() -> float:
@@ -30,11 +29,11 @@ def _peak_rss_mb() -> float:
 def measure(model_name: str, calibrator: str) -> dict:
     """One cell, in this process (run it in a fresh one: peak RSS never goes down)."""
     from tvm_quant_ext import QConfig, build, passes, zoo
+    from tvm_quant_ext.runner import split_batches
 
     config = QConfig(calibrate_mode=calibrator)
-    model = zoo.load(model_name, batch_size=BATCH[model_name])
-    batch = model.batch_size
-    calib = [model.calib[i:i + batch] for i in range(0, len(model.calib) - batch + 1, batch)]
+    model = zoo.load(model_name)  # at the entry's default batch
+    calib = split_batches(model.calib, model.batch_size)
     annotated = passes.annotate(passes.prepare(model.mod, model.params), config)
     build(annotated)(calib[0])  # the float model compiled and run once: its own footprint
     footprint = _peak_rss_mb()
@@ -61,10 +60,11 @@ def measure(model_name: str, calibrator: str) -> dict:
 
 def main(argv=None) -> int:
     from calibrate import OBSERVERS
+    from tvm_quant_ext import zoo
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "mnist_cnn"],
-                        choices=sorted(BATCH))
+                        choices=sorted(zoo.MODELS))
     parser.add_argument("--calibrators", nargs="+", default=sorted(OBSERVERS) + ["auto"])
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_calibrate.md"))
     parser.add_argument("--cell", nargs=2, metavar=("MODEL", "CALIBRATOR"), help=argparse.SUPPRESS)

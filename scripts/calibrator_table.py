@@ -21,8 +21,6 @@ from tvm_quant_ext.config import AUTO
 from tvm_quant_ext.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1}
-EVAL_SETS = {"mnist_cnn": ["mnist_5k"], "efficientnet_lite0": None}
 CALIBRATORS = ["max", "power2", "percentile", "l2", "kl", AUTO]
 
 
@@ -49,7 +47,7 @@ def table(rows, model: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["mnist_cnn", "efficientnet_lite0"],
-                        choices=sorted(BATCH))
+                        choices=sorted(zoo.MODELS))
     parser.add_argument("--limit", type=int, default=None, help="at most N images per eval set")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
@@ -59,10 +57,10 @@ def main(argv=None) -> int:
     sections, records = [], []
     for name in args.models:
         start = time.time()
-        model = zoo.load(name, batch_size=BATCH[name])
+        model = zoo.load(name)  # at the entry's default batch
         configs = [QConfig(calibrate_mode=mode, per_channel=per_channel, nbit_bias=bias)
                    for mode in CALIBRATORS for per_channel in (False, True) for bias in (8, 32)]
-        rows = evaluate(model, configs, eval_sets=EVAL_SETS[name], limit=args.limit,
+        rows = evaluate(model, configs, eval_sets=zoo.MODELS[name].eval_sets, limit=args.limit,
                         log=lambda *a: print(*a, file=sys.stderr))
         sections.append(table(rows, name) + f"\n\n({time.time() - start:.0f} s on 2 cores)")
         records += [r.json_row() for r in rows]

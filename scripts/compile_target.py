@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tvm_quant_ext import QConfig, quantize, zoo  # noqa: E402
 from tvm_quant_ext.backend.build import compile_module  # noqa: E402
 from tvm_quant_ext.config import MODES  # noqa: E402
+from tvm_quant_ext.runner import split_batches  # noqa: E402
 
 
 def target_of(args) -> dict:
@@ -58,8 +59,7 @@ def main(argv=None):
 
     model = zoo.load(args.model, args.batch)
     t = time.perf_counter()
-    calib = [model.calib[i:i + args.batch]
-             for i in range(0, len(model.calib) - args.batch + 1, args.batch)]
+    calib = split_batches(model.calib, args.batch)
     mod = quantize(model.mod, model.params, dataset=calib, config=QConfig(mode=args.mode))
     print(f"quantized {args.model} ({args.mode}) in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()

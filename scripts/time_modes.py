@@ -16,8 +16,7 @@ import numpy as np
 
 import tvm_quant_ext as tq
 from tvm_quant_ext import QConfig, passes, zoo
-
-BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1}
+from tvm_quant_ext.runner import split_batches
 
 
 def median_ms_per_image(model, x, repeat: int) -> float:
@@ -33,14 +32,14 @@ def median_ms_per_image(model, x, repeat: int) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, choices=sorted(BATCH))
+    parser.add_argument("--model", required=True, choices=sorted(zoo.MODELS))
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
 
-    m = zoo.load(args.model, batch_size=BATCH[args.model])
+    m = zoo.load(args.model)  # at the entry's default batch
     b = m.batch_size
-    calib = [m.calib[i:i + b] for i in range(0, len(m.calib) - b + 1, b)]
+    calib = split_batches(m.calib, b)
     config = QConfig()
     prepared = passes.prepare(m.mod, m.params)
     calibrated = passes.calibrate(passes.annotate(prepared, config), calib, config)

@@ -15,21 +15,17 @@ import time
 
 from calibrate import OBSERVERS
 
+from . import zoo
 from .config import AUTO, QConfig
-from .zoo import FASHION_MODELS
-
-BATCH = {"mnist_cnn": 100, "efficientnet_lite0": 1, **{name: 100 for name in FASHION_MODELS}}
-# MNIST: the 5000 labeled digits are the benchmark (its 4800 not used for calibration are a
-# subset, so evaluating both would count images twice). Models not listed: all their eval sets.
-EVAL_SETS = {"mnist_cnn": ["mnist_5k"]}
 
 
 def _evaluate(model_name, configs, limit=None, progress=True, log=print):
-    from . import zoo
+    """Quantize a zoo model and compare with fp32 at its entry's batch, on its entry's eval sets."""
     from .evaluate import evaluate
 
-    model = zoo.load(model_name, batch_size=BATCH[model_name])
-    return evaluate(model, configs, eval_sets=EVAL_SETS.get(model_name), limit=limit,
+    entry = zoo.MODELS[model_name]
+    model = zoo.load(model_name, batch_size=entry.default_batch)
+    return evaluate(model, configs, eval_sets=entry.eval_sets, limit=limit,
                     progress=progress, log=log)
 
 
@@ -108,7 +104,7 @@ def main(argv=None) -> int:
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
     ev = sub.add_parser("eval", help="quantize one zoo model and compare with fp32")
-    ev.add_argument("--model", required=True, choices=sorted(BATCH))
+    ev.add_argument("--model", required=True, choices=sorted(zoo.MODELS))
     ev.add_argument("--nbit-bias", type=int, default=32, help="8..15: relay's rule; 16..64: s_in*s_w")
     calibrators = sorted(OBSERVERS) + [AUTO]
     ev.add_argument("--calibrate-mode", default="max", choices=calibrators,

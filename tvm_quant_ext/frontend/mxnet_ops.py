@@ -11,7 +11,7 @@ flag do not matter) as ``x * scale + shift`` with ``scale = gamma / sqrt(var + e
 ``shift = beta - mean * scale`` computed from the parameters in the graph: once the params are
 bound, FoldConstant turns them into two per-channel constants, which CanonicalizeBias folds
 into a preceding conv/dense; a BatchNorm that follows no conv (ResNet v2's pre-activation BN)
-stays a float multiply-add.  ``fix_gamma=True`` (Gluon's ``scale=False``) means gamma = 1 whatever
+becomes a 1x1 depthwise layer there, so its shift is quantized as a bias.  ``fix_gamma=True`` (Gluon's ``scale=False``) means gamma = 1 whatever
 the stored gamma is.
 """
 from __future__ import annotations
