@@ -103,7 +103,7 @@ class _BiasCanonicalizer(BindingRewriter):
             var, value = binding.var, binding.value
             op = op_name(value)
             layer = layer_op(value)
-            if layer is not None and layer.weight_axis(value) is not None and is_const(value.args[1]):
+            if layer is not None and is_const(value.args[1]) and layer.weight_axis(value) is not None:
                 open_chain[var] = _Chain(var, value, shape_of(var)[layer.channel_axis(value)])
                 continue
             affine = AFFINE_FOLDS.get(op)
