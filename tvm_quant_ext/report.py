@@ -18,28 +18,42 @@ def _scale_repr(scale) -> object:
     return [float(s) for s in scale]
 
 
+def _activation_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dict:
+    return {"scale": state.activation_scales[pid],
+            "zero_point": state.activation_zero_points.get(pid, 0),
+            "calibrator": state.calibration.get("calibrators", {}).get(pid, config.calibrate_mode)}
+
+
+def _weight_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dict:
+    return {"scale": _scale_repr(plans[pid].weight_scale), "calibrator": plans[pid].calibrator,
+            "per_channel": config.per_channel}
+
+
+def _bias_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dict:
+    row = {"scale": _scale_repr(plans[point.weight_point].bias.scale),
+           "accumulator_bits": config.nbit_activation}
+    if config.nbit_bias < 16:
+        row["note"] = (f"{config.nbit_bias}-bit code at its own scale, shifted into the "
+                       "accumulator (relay.quantize)")
+    return row
+
+
+# point kind -> (its bit width in the config, the kind's own report fields)
+_KIND_ROWS = {
+    QKind.INPUT.value: (lambda c: c.nbit_input, _activation_row),
+    QKind.ACTIVATION.value: (lambda c: c.nbit_input, _activation_row),
+    QKind.WEIGHT.value: (lambda c: c.nbit_weight, _weight_row),
+    QKind.BIAS.value: (lambda c: c.nbit_bias, _bias_row),
+}
+
+
 def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict:
-    bits = {QKind.INPUT.value: config.nbit_input, QKind.ACTIVATION.value: config.nbit_input,
-            QKind.WEIGHT.value: config.nbit_weight, QKind.BIAS.value: config.nbit_bias}
     rows = []
     for pid, point in state.points.items():
-        row = {"id": pid, "kind": point.kind, "bits": bits[point.kind], "layer": point.layer,
+        bits, fields = _KIND_ROWS[point.kind]
+        row = {"id": pid, "kind": point.kind, "bits": bits(config), "layer": point.layer,
                "tensor": point.tensor}
-        if point.kind in (QKind.INPUT.value, QKind.ACTIVATION.value):
-            row["scale"] = state.activation_scales[pid]
-            row["zero_point"] = state.activation_zero_points.get(pid, 0)
-            row["calibrator"] = state.calibration.get("calibrators", {}).get(pid, config.calibrate_mode)
-        elif point.kind == QKind.WEIGHT.value:
-            row["scale"] = _scale_repr(plans[pid].weight_scale)
-            row["calibrator"] = plans[pid].calibrator
-            row["per_channel"] = config.per_channel
-        else:
-            quant = plans[point.weight_point].bias
-            row["scale"] = _scale_repr(quant.scale)
-            row["accumulator_bits"] = config.nbit_activation
-            if config.nbit_bias < 16:
-                row["note"] = (f"{config.nbit_bias}-bit code at its own scale, shifted into the "
-                               "accumulator (relay.quantize)")
+        row.update(fields(config, state, plans, pid, point))
         rows.append(row)
     return {
         "config": config.to_dict(),

@@ -41,6 +41,7 @@ class AffineFold:
     fold: Callable[[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
     commutative: bool  # the constant may stand first
     scaling: bool      # scales the tensor: may start a layer of its own (a standalone BN)
+    divides: bool = False  # a zero in the constant cannot fold (it would be a division by 0)
 
 
 # (scale, bias, vector) -> (scale, bias)
@@ -48,7 +49,8 @@ AFFINE_FOLDS: Dict[str, AffineFold] = {
     "relax.add": AffineFold(lambda s, b, v: (s, b + v), commutative=True, scaling=False),
     "relax.subtract": AffineFold(lambda s, b, v: (s, b - v), commutative=False, scaling=False),
     "relax.multiply": AffineFold(lambda s, b, v: (s * v, b * v), commutative=True, scaling=True),
-    "relax.divide": AffineFold(lambda s, b, v: (s / v, b / v), commutative=False, scaling=True),
+    "relax.divide": AffineFold(lambda s, b, v: (s / v, b / v), commutative=False, scaling=True,
+                               divides=True),
 }
 
 
@@ -124,7 +126,7 @@ class _BiasCanonicalizer(BindingRewriter):
             if shape_of(var) != shape_of(lhs):
                 continue
             vec = _channel_vector(rhs, shape_of(lhs), layer_op(chain.layer_call).channel_axis(chain.layer_call))
-            if vec is None or (op == "relax.divide" and np.any(vec == 0)):
+            if vec is None or (affine.divides and np.any(vec == 0)):
                 continue
             chain.apply(op, vec)
             self.absorbed.add(lhs)

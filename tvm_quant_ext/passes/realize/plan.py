@@ -106,7 +106,6 @@ def collect_constants(mod: tvm.IRModule, ctx: RealizeContext) -> None:
         if parsed is None:
             continue
         tensor, point_id, kind = parsed
-        if kind == QKind.WEIGHT.value:
-            ctx.weights[point_id] = const_value(tensor)
-        elif kind == QKind.BIAS.value:
-            ctx.biases[point_id] = const_value(tensor)
+        constants = {QKind.WEIGHT.value: ctx.weights, QKind.BIAS.value: ctx.biases}.get(kind)
+        if constants is not None:
+            constants[point_id] = const_value(tensor)
