@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import torch
 
+from ..files import atomic_write
 from .onnx import from_onnx, name_initializers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,18 +39,6 @@ def _module_names(module) -> Iterable[str]:
 
 def _example_tensor(example) -> "torch.Tensor":
     return example if isinstance(example, torch.Tensor) else torch.from_numpy(np.asarray(example))
-
-
-def _atomic_save(model: onnx.ModelProto, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def export_onnx(module, example, path: str) -> None:
@@ -78,7 +67,7 @@ def export_onnx(module, example, path: str) -> None:
         model = onnx.load(opt)
     name_initializers(model, _module_names(module))
     onnx.checker.check_model(model)
-    _atomic_save(model, path)
+    atomic_write(path, lambda tmp: onnx.save(model, tmp))
 
 
 def from_torch(module, example_inputs) -> Tuple[tvm.IRModule, Dict[str, np.ndarray]]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
+
+from ..files import atomic_write
 
 # Bump when the conversion or the preprocessing changes (invalidates the cache).
 _ZOO_VERSION = "4"
@@ -31,20 +32,6 @@ def fingerprint(*paths: str) -> str:
         st = os.stat(p)
         h.update(f"{os.path.basename(p)}:{st.st_size}:{int(st.st_mtime)}".encode())
     return h.hexdigest()[:10]
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``."""
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=os.path.splitext(path)[1] + ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_npz(path: str, arrays: Dict[str, np.ndarray]) -> None:
