@@ -70,17 +70,32 @@ def export_onnx(module, example, path: str) -> None:
     atomic_write(path, lambda tmp: onnx.save(model, tmp))
 
 
-def from_torch(module, example_inputs) -> Tuple[tvm.IRModule, Dict[str, np.ndarray]]:
+FROM_TORCH_ROUTES = ("onnx", "export")
+
+
+def from_torch(module, example_inputs, via: str = "onnx") -> Tuple[tvm.IRModule, Dict[str, np.ndarray]]:
     """``module`` (a torch ``nn.Module`` in eval mode) -> ``(mod, params)``, the batch fixed by
-    ``example_inputs`` (one array / tensor, or a 1-tuple of it)."""
+    ``example_inputs`` (one array / tensor, or a 1-tuple of it).
+
+    ``via="onnx"``: :func:`export_onnx` then TVM's ONNX importer (BatchNorm folded into the
+    convs by ONNX Runtime's basic optimizations). ``via="export"``: ``torch.export.export``
+    then TVM's ``from_exported_program`` (:mod:`.exported`; BatchNorm kept, folded by the
+    quantizer's prepare). Either way the weights carry the torch module names."""
+    if via not in FROM_TORCH_ROUTES:
+        raise ValueError(f"from_torch(via={via!r}): expected one of {FROM_TORCH_ROUTES}")
     if isinstance(example_inputs, (tuple, list)):
         if len(example_inputs) != 1:
             raise ValueError(f"from_torch takes one example input, got {len(example_inputs)}")
         example_inputs = example_inputs[0]
+    if via == "export":
+        from .exported import from_exported_program
+
+        program = torch.export.export(module.eval(), (_example_tensor(example_inputs),))
+        return from_exported_program(program)
     with tempfile.TemporaryDirectory() as td:
         path = os.path.join(td, "model.onnx")
         export_onnx(module, example_inputs, path)
         return from_onnx(path, module_names=_module_names(module))
 
 
-__all__ = ["export_onnx", "from_torch"]
+__all__ = ["FROM_TORCH_ROUTES", "export_onnx", "from_torch"]

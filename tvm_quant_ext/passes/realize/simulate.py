@@ -76,7 +76,7 @@ class _Realizer(BindingRewriter):
     def visit(self, var, value):
         parsed = parse_marker(value)
         if parsed is None:
-            return _promote_floats(self.bb, value)
+            return _promote_floats(self.bb, value, _source_float_dtype(var))
         tensor, point_id, kind = parsed
         point = self.ctx.state.points[point_id]
         return REALIZE_RULES[kind](self.ctx, self.bb, tensor, point)
@@ -102,19 +102,48 @@ def _cast_floats(bb, expr, dtype):
     return expr
 
 
-def _promote_floats(bb, value):
+# Ops that cannot compute in float64, so simulate leaves them in the source model's dtype:
+# those whose argument dtypes are fixed by what they call (a PrimFunc's buffers -- the stock
+# ONNX importer's Clip is a call_tir -- or a packed function), and those whose legalization
+# accepts only float32/float16 (TVM 0.27; their type inference accepts float64, so the
+# failure would only surface inside relax.get_pipeline).
+FIXED_DTYPE_OPS = frozenset({
+    "relax.call_tir", "relax.call_tir_inplace", "relax.call_tir_with_grad",
+    "relax.call_dps_packed", "relax.call_pure_packed",
+    "relax.nn.layer_norm", "relax.nn.group_norm", "relax.nn.instance_norm",
+})
+
+
+def _source_float_dtype(var) -> str:
+    dtype = str(getattr(var.ty, "dtype", "float32"))
+    return dtype if dtype.startswith("float") and dtype != SIMULATE_DTYPE else "float32"
+
+
+def _promote_floats(bb, value, source_dtype: str):
     """An op mixing float32 (an unquantized constant, a float op's output) with the float64
-    of quantized tensors computes in float64."""
+    of quantized tensors computes in float64, except the ops of FIXED_DTYPE_OPS: their float64
+    inputs are cast back to the dtype the source model gave the op."""
     if not isinstance(value, relax.Call):
         return value
     args = list(value.args)
     flat = [f for a in args for f in (a.fields if isinstance(a, relax.Tuple) else [a])]
     if not any(_is_float(a, SIMULATE_DTYPE) for a in flat):
         return value
-    new_args = [_cast_floats(bb, a, SIMULATE_DTYPE) for a in args]
-    return relax.Call(value.op, new_args, value.attrs, list(value.ty_args))
+    name = value.op.name if isinstance(value.op, tvm.ir.Op) else None
+    if name not in FIXED_DTYPE_OPS:
+        return relax.Call(value.op, [_cast_floats(bb, a, SIMULATE_DTYPE) for a in args],
+                          value.attrs, list(value.ty_args))
+    kept = [_demote(bb, a, source_dtype) for a in args]
+    return relax.Call(value.op, kept, value.attrs, list(value.ty_args))
 
 
+def _demote(bb, expr, dtype):
+    """Cast the float64 tensors of ``expr`` (fields of a tuple included) to ``dtype``."""
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_demote(bb, f, dtype) for f in expr.fields])
+    if _is_float(expr, SIMULATE_DTYPE):
+        return bb.emit(relax.op.astype(expr, dtype))
+    return expr
 
 
 def realize_simulate(mod: tvm.IRModule, ctx: RealizeContext) -> Tuple[tvm.IRModule, List[Dict[str, str]]]:
