@@ -5,9 +5,12 @@ Unknown keys are an error (relay silently ignored typos such as ``nbit_wieght``)
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, Sequence, Tuple
+
+import numpy as np
 
 
 class QKind(str, Enum):
@@ -84,6 +87,7 @@ class QConfig:
     def __post_init__(self):
         from calibrate import OBSERVERS  # the names the calibrate package implements
 
+        _check_types(self)
         object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
         for key in ("nbit_input", "nbit_weight"):
             value = getattr(self, key)
@@ -135,6 +139,33 @@ class QConfig:
         out["layer_calibrate_mode"] = dict(self.layer_calibrate_mode)
         out["layer_weight_scale"] = dict(self.layer_weight_scale)
         return out
+
+
+# field annotation -> the Python types its value may have (bool is an int subclass: an int field
+# must not take True, and a bool field must not take "False", which is truthy)
+# (numpy integers and floats are accepted and stored as Python ones)
+_FIELD_TYPES = {"int": (numbers.Integral, int), "float": (numbers.Real, float),
+                "bool": ((bool, np.bool_), bool), "str": (str, str)}
+
+
+def _check_types(config: "QConfig") -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if str(f.type) not in _FIELD_TYPES:
+            continue
+        allowed, python_type = _FIELD_TYPES[str(f.type)]
+        wrong_bool = isinstance(value, (bool, np.bool_)) and python_type is not bool
+        if wrong_bool or not isinstance(value, allowed):
+            raise TypeError(f"QConfig.{f.name}={value!r}: expected {str(f.type)}, got "
+                            f"{type(value).__name__}")
+        object.__setattr__(config, f.name, python_type(value))
+    if isinstance(config.skip_layers, str):
+        raise TypeError(f"QConfig.skip_layers={config.skip_layers!r}: expected a list of layer "
+                        f"names, got one string; write skip_layers=[{config.skip_layers!r}]")
+    bad = [name for name in config.skip_layers if not isinstance(name, str)]
+    if bad:
+        raise TypeError(f"QConfig.skip_layers: layer names are strings, got {bad[:3]} "
+                        "(layers are named, never numbered)")
 
 
 def _check_choice(key: str, value: Any, choices: Sequence[str]) -> None:

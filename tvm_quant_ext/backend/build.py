@@ -15,16 +15,39 @@ from .target import TargetLike, make_target
 from .tune import tune
 
 
+class NoDeviceError(RuntimeError):
+    """The model was compiled for a device this machine does not have."""
+
+
 class CompiledModel:
-    """A compiled Relax ``main``: call it with numpy arrays (positional or by input name)."""
+    """A compiled Relax ``main``: call it with numpy arrays (positional or by input name).
+
+    The virtual machine is made on the first call, so a model compiled for a device this
+    machine lacks (CUDA on a CPU-only box) can still be exported with :meth:`export_library`.
+    """
 
     def __init__(self, executable, device, input_names: Sequence[str], input_shapes, input_dtypes):
         self.executable = executable
         self.device = device
-        self.vm = relax.VirtualMachine(executable, device)
+        self._vm = None
         self.input_names = list(input_names)
         self.input_shapes = [tuple(s) for s in input_shapes]
         self.input_dtypes = list(input_dtypes)
+
+    @property
+    def vm(self) -> relax.VirtualMachine:
+        if self._vm is None:
+            if not self.device.exist:
+                kind = str(self.device).split(":")[0]  # "cuda:0" -> "cuda"
+                raise NoDeviceError(
+                    f"no {kind} device on this machine: the model is compiled for {kind}; "
+                    "save it with export_library(path) and run it where that device is")
+            self._vm = relax.VirtualMachine(self.executable, self.device)
+        return self._vm
+
+    def export_library(self, path: str) -> None:
+        """Write the compiled module as a shared library (``tvm.runtime.load_module`` reads it)."""
+        self.executable.export_library(path)
 
     def __call__(self, *arrays, **named):
         if named:

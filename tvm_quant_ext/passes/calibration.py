@@ -56,6 +56,10 @@ def iter_batches(dataset: Iterable, input_names, input_shapes):
                              f"the model expects {tuple(shape)}")
         arrays = [a.reshape(shape) if a.shape == tuple(shape[1:]) else a
                   for a, shape in zip(arrays, input_shapes)]
+        counts = {name: a.shape[0] // shape[0] for name, a, shape in zip(input_names, arrays, input_shapes)}
+        if len(set(counts.values())) > 1:  # zip would drop the longer inputs' extra rows
+            raise ValueError(f"dataset item {index}: the inputs hold different numbers of model "
+                             f"batches {counts}; give every input the same number of rows")
         n = arrays[0].shape[0] // input_shapes[0][0]
         step = input_shapes[0][0]
         for k in range(n):

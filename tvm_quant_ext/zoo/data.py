@@ -15,21 +15,21 @@ Preprocessors (PIL image or path -> float32 (C, H, W)): :func:`mnist_preprocess`
 :func:`imagenet_lite_preprocess`, :func:`fashion_preprocess`, and the Gluon model zoo's
 ImageNet transform :func:`imagenet_preprocess`.
 
-Labeled image sets a user brings: :func:`read_records` (an ImageNet-style RecordIO ``.rec``
-with its ``.idx``) and :func:`read_folder` (class sub-folders or ``*_<label>.jpg`` files).
+Labeled image sets a user brings to a sweep: :func:`read_folder` (the folder layouts of
+:mod:`tvm_quant_ext.datasets`, every image labeled).
 """
 from __future__ import annotations
 
 import glob
 import gzip
 import importlib.util
-import io
 import os
 import re
 from typing import List, Tuple
 
 import numpy as np
 
+from .. import datasets
 from .cache import fingerprint, save_npz
 
 PKG_PIN = {
@@ -216,49 +216,12 @@ def imagenet_preprocess(img) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def read_records(path: str, count: int) -> List[Tuple[object, int]]:
-    """The first ``count`` (PIL image, label) pairs of an indexed RecordIO file."""
-    import mxnet as mx
-    from PIL import Image
-
-    idx = os.path.splitext(path)[0] + ".idx"
-    if not os.path.exists(idx):
-        raise FileNotFoundError(f"{path}: its index {idx} is missing (make one with im2rec's --pass-through "
-                                "or mx.recordio.MXIndexedRecordIO)")
-    record = mx.recordio.MXIndexedRecordIO(idx, path, "r")
-    out = []
-    try:
-        for key in sorted(record.keys)[:count]:
-            header, payload = mx.recordio.unpack(record.read_idx(key))
-            label = np.asarray(header.label).reshape(-1)[0]
-            out.append((Image.open(io.BytesIO(payload)), int(label)))
-    finally:
-        record.close()
-    return out
-
-
-_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
-
-
 def read_folder(path: str, count: int) -> List[Tuple[object, int]]:
-    """(PIL image, label) pairs from class sub-folders or flat ``*_<label>.<ext>`` files."""
-    from PIL import Image
-
-    subdirs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    items: List[Tuple[str, int]] = []
-    if subdirs:
-        numeric = all(d.isdigit() for d in subdirs)
-        for index, d in enumerate(subdirs):
-            label = int(d) if numeric else index
-            items += [(f, label) for f in sorted(glob.glob(os.path.join(path, d, "*")))
-                      if f.endswith(_IMAGE_EXT)]
-        items.sort(key=lambda item: os.path.basename(item[0]))
-    else:
-        for f in sorted(glob.glob(os.path.join(path, "*"))):
-            match = re.search(r"_(\d+)\.[A-Za-z]+$", os.path.basename(f))
-            if f.endswith(_IMAGE_EXT) and match:
-                items.append((f, int(match.group(1))))
-    if not items:
-        raise FileNotFoundError(f"{path}: no labeled images (expected class sub-folders or "
-                                "files named *_<label>.jpg)")
-    return [(Image.open(f), label) for f, label in items[:count]]
+    """(PIL image, label) pairs of a labeled folder (:func:`tvm_quant_ext.datasets.list_folder`
+    layouts); unlabeled images are an error, since a sweep counts correct labels."""
+    pairs = datasets.read_folder(path, count)
+    unlabeled = sum(label is None for _, label in pairs)
+    if unlabeled:
+        raise datasets.DataError(f"{path}: {unlabeled} image(s) without a label (expected class "
+                                 "sub-folders, a labels.txt, or files named *_<label>.jpg)")
+    return pairs

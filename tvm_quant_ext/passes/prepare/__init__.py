@@ -13,31 +13,83 @@ import tvm
 from tvm import relax
 
 from ...graph import GraphError
+from ...points import STATE_ATTR
 from .bias import CanonicalizeBias
 from .naming import NameLayers
 
 
-def CheckParams(params: Dict[str, np.ndarray]):  # pylint: disable=invalid-name
-    """Every given param must be a parameter of main (a typo would bind nothing, silently)."""
+def _static_shape(param) -> Optional[tuple]:
+    shape = getattr(param.ty, "shape", None)
+    if shape is None:
+        return None
+    dims = []
+    for dim in shape:
+        if not isinstance(dim, tvm.tirx.IntImm):
+            return None
+        dims.append(int(dim))
+    return tuple(dims)
 
-    @tvm.transform.module_pass(opt_level=0, name="CheckParams")
+
+def CheckInputs():  # pylint: disable=invalid-name
+    """main must be a float model with static shapes: the quantizer reads every tensor's shape,
+    and quantizing a quantized module would quantize its codes again."""
+
+    @tvm.transform.module_pass(opt_level=0, name="CheckInputs")
     def _pass(mod, _ctx):
-        names = {p.name for p in mod["main"].params}
-        missing = sorted(set(params) - names)
-        if missing:
-            raise GraphError(f"params {missing[:5]} are not parameters of main "
-                             f"(main takes {sorted(names)[:8]}...)")
+        if mod.attrs is not None and STATE_ATTR in mod.attrs:
+            raise GraphError("this module is already quantized (it carries a quantization "
+                             "report); quantize the float module it came from")
+        for param in mod["main"].params:
+            if isinstance(param.ty, relax.TensorType) and _static_shape(param) is None:
+                raise GraphError(
+                    f"input {param.name!r} has shape {param.ty.shape} with symbolic or unknown "
+                    "dimensions; fix them at import (from_onnx(path, shape={"
+                    f"{param.name!r}: (1, 3, 224, 224)}}), or tvm-quant --input-shape "
+                    f"{param.name}=1,3,224,224)")
         return mod
+
+    return _pass
+
+
+def checked_params(mod: tvm.IRModule, params: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``params`` checked against main's parameters: every name must be one (a typo would bind
+    nothing, silently) and every shape must match. float64 arrays for float32 parameters (numpy's
+    default dtype) are cast to float32; any other dtype mismatch is an error."""
+    by_name = {p.name: p for p in mod["main"].params}
+    missing = sorted(set(params) - set(by_name))
+    if missing:
+        raise GraphError(f"params {missing[:5]} are not parameters of main "
+                         f"(main takes {sorted(by_name)[:8]}...)")
+    out = {}
+    for name, value in params.items():
+        value = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        expected, dtype = _static_shape(by_name[name]), str(by_name[name].ty.dtype)
+        if expected is not None and value.shape != expected:
+            raise GraphError(f"param {name!r} has shape {value.shape}, main's parameter "
+                             f"expects {expected}: the weights do not belong to this model")
+        if str(value.dtype) != dtype:
+            if not (value.dtype == np.float64 and dtype == "float32"):
+                raise GraphError(f"param {name!r} is {value.dtype}, main's parameter is {dtype}")
+            value = value.astype(np.float32)
+        out[name] = value
+    return out
+
+
+def BindCheckedParams(params: Dict[str, np.ndarray]):  # pylint: disable=invalid-name
+    """relax.transform.BindParams of :func:`checked_params`."""
+
+    @tvm.transform.module_pass(opt_level=0, name="BindCheckedParams")
+    def _pass(mod, _ctx):
+        return relax.transform.BindParams("main", checked_params(mod, params))(mod)
 
     return _pass
 
 
 def PrepareForQuantization(params: Optional[Dict[str, np.ndarray]] = None):  # pylint: disable=invalid-name
     """The whole prepare stage as one pass: names, params, BatchNorm folding, bias canonical form."""
-    steps = [NameLayers]
+    steps = [CheckInputs(), NameLayers]
     if params:
-        steps = [CheckParams(params), NameLayers,
-                 relax.transform.BindParams("main", {k: np.asarray(v) for k, v in params.items()})]
+        steps.append(BindCheckedParams(params))
     steps += [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
