@@ -16,6 +16,7 @@ import numpy as np
 
 from .backend.build import build
 from .config import QConfig
+from .datasets import check_limit
 from .points import collect_points, get_state
 from .report import QuantReport, get_report
 from .runner import QuantRunner, split_batches
@@ -34,6 +35,7 @@ class EvalRow:
     agreement: float         # fraction of images whose top-1 equals fp32's
     snr_db: float            # output SNR against fp32 over all evaluated images
     worst_layers: List[tuple] = field(default_factory=list)  # (point id, SNR dB), worst first
+    layer_snr: Dict[str, float] = field(default_factory=dict)  # every point id -> SNR dB
     per_set: Dict[str, dict] = field(default_factory=dict)
     report: Optional[QuantReport] = None
     mode: str = "simulate"
@@ -100,16 +102,25 @@ def _run_tapped(model, batch, decode=lambda point_id, array: array):
 
 def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: bool = True,
              log=print, eval_sets: Optional[Sequence[str]] = None,
-             limit: Optional[int] = None) -> List[EvalRow]:
-    """Quantize ``zoo_model`` with each config and compare with fp32 on its eval sets
-    (all of them, or those named in ``eval_sets``; at most ``limit`` images per set)."""
+             limit: Optional[int] = None, runner: Optional[QuantRunner] = None) -> List[EvalRow]:
+    """Quantize ``zoo_model`` (a ``zoo.ZooModel``, or any model in that record) with each
+    config and compare with fp32 on its eval sets (all of them, or those named in
+    ``eval_sets``; at most ``limit`` images per set, in whole batches). ``runner``: a
+    QuantRunner of the same model to share its calibration with (default: a new one)."""
     known = [s.name for s in zoo_model.eval_sets]
     unknown = sorted(set(eval_sets or ()) - set(known))
     if unknown:
         raise ValueError(f"{zoo_model.name}: unknown eval set(s) {unknown}; known: {known}")
+    check_limit(limit)
     batch = zoo_model.batch_size
-    runner = QuantRunner(zoo_model.mod, zoo_model.params, split_batches(zoo_model.calib, batch),
-                         target, name=zoo_model.name, log=log)
+    evaluated = sum(len(s.images[:limit]) // batch for s in zoo_model.eval_sets
+                    if eval_sets is None or s.name in eval_sets)
+    if evaluated == 0:
+        raise ValueError(f"{zoo_model.name}: no whole batch of {batch} image(s) to evaluate"
+                         + (f" (--limit {limit} is below the batch size)" if limit else ""))
+    if runner is None:
+        runner = QuantRunner(zoo_model.mod, zoo_model.params, split_batches(zoo_model.calib, batch),
+                             target, name=zoo_model.name, log=log)
     quantized = []
     for config in configs:
         realized = runner.quantized(config, tap=True)
@@ -174,7 +185,8 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
             model=zoo_model.name, nbit_bias=config.nbit_bias, calibrate_mode=config.calibrate_mode,
             per_channel=config.per_channel, fp32_top1=correct_fp32, quant_top1=correct_q[k],
             n_labeled=labeled, n_images=total, agreement=agree[k] / max(total, 1),
-            snr_db=out_sums[k].snr("out"), worst_layers=layers[:3], per_set=per_set[k],
+            snr_db=out_sums[k].snr("out"), worst_layers=layers[:3], layer_snr=dict(layers),
+            per_set=per_set[k],
             report=report, mode=config.mode,
             lsb_vs_simulate=max(lsb[k].values(), default=None) if k in lsb else None,
             final_lsb_vs_simulate=list(lsb[k].values())[-1] if lsb.get(k) else None))

@@ -8,6 +8,7 @@ runner, so they end with it: nothing is kept between models or between runs.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -26,16 +27,34 @@ def split_batches(images: np.ndarray, batch: int) -> List[np.ndarray]:
     return [images[i:i + batch] for i in range(0, usable, batch)]
 
 
+class ProgressBatches:
+    """Batches that show a progress bar (on stderr) each time they are read: calibration reads
+    them once, ``auto`` twice."""
+
+    def __init__(self, batches: Sequence, desc: str):
+        self.batches, self.desc = batches, desc
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        from tqdm import tqdm
+
+        yield from tqdm(self.batches, desc=self.desc, unit="batch", file=sys.stderr)
+
+
 class QuantRunner:
     """Quantize and compile ``mod`` (with ``params``) under any number of QConfigs.
 
     ``calib``: the calibration dataset (a list of input batches or dicts, as ``quantize``
-    takes). ``log``: called with a line when a calibration run starts.
+    takes). ``log``: called with a line when a calibration run starts. ``progress``: a
+    progress bar over the calibration batches.
     """
 
     def __init__(self, mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]],
                  calib: Sequence, target="llvm", name: str = "model",
-                 log: Optional[Callable[[str], None]] = None):
+                 log: Optional[Callable[[str], None]] = None, progress: bool = False):
+        self.progress = progress
         self.mod = mod
         self.params = params
         self.calib = calib
@@ -64,7 +83,8 @@ class QuantRunner:
             if self.log is not None:
                 self.log(f"[{self.name}] calibrating ({config.calibrate_mode}) on "
                          f"{sum(len(b) for b in self.calib)} images")
-            self._calibrated[key] = passes.run_calibration(self.annotated(config), self.calib,
+            calib = ProgressBatches(self.calib, f"calibrating {self.name}") if self.progress else self.calib
+            self._calibrated[key] = passes.run_calibration(self.annotated(config), calib,
                                                            config, self.target)
         return self._calibrated[key]
 
