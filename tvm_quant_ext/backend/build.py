@@ -34,14 +34,17 @@ class CompiledModel:
         self.input_shapes = [tuple(s) for s in input_shapes]
         self.input_dtypes = list(input_dtypes)
 
+    def _require_device(self) -> None:
+        if not self.device.exist:
+            kind = str(self.device).split(":")[0]  # "cuda:0" -> "cuda"
+            raise NoDeviceError(
+                f"no {kind} device on this machine: the model is compiled for {kind}; "
+                "save it with export_library(path) and run it where that device is")
+
     @property
     def vm(self) -> relax.VirtualMachine:
         if self._vm is None:
-            if not self.device.exist:
-                kind = str(self.device).split(":")[0]  # "cuda:0" -> "cuda"
-                raise NoDeviceError(
-                    f"no {kind} device on this machine: the model is compiled for {kind}; "
-                    "save it with export_library(path) and run it where that device is")
+            self._require_device()
             self._vm = relax.VirtualMachine(self.executable, self.device)
         return self._vm
 
@@ -50,6 +53,7 @@ class CompiledModel:
         self.executable.export_library(path)
 
     def __call__(self, *arrays, **named):
+        self._require_device()
         if named:
             if arrays:
                 raise TypeError("pass inputs either positionally or by name, not both")
