@@ -216,19 +216,35 @@ def imagenet_preprocess(img) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def read_records(path: str, count: int) -> List[Tuple[object, int]]:
-    """The first ``count`` (PIL image, label) pairs of an indexed RecordIO file."""
+def _open_records(path: str):
     import mxnet as mx
-    from PIL import Image
 
     idx = os.path.splitext(path)[0] + ".idx"
     if not os.path.exists(idx):
         raise FileNotFoundError(f"{path}: its index {idx} is missing (make one with im2rec's --pass-through "
                                 "or mx.recordio.MXIndexedRecordIO)")
-    record = mx.recordio.MXIndexedRecordIO(idx, path, "r")
+    return mx.recordio.MXIndexedRecordIO(idx, path, "r")
+
+
+def record_count(path: str) -> int:
+    """How many records an indexed RecordIO file holds (read from its index only)."""
+    record = _open_records(path)
+    try:
+        return len(record.keys)
+    finally:
+        record.close()
+
+
+def read_records(path: str, count: int, start: int = 0) -> List[Tuple[object, int]]:
+    """(PIL image, label) pairs ``start`` .. ``count`` - 1 of an indexed RecordIO file (in key
+    order; only those records are read, so a worker reads just its shard)."""
+    import mxnet as mx
+    from PIL import Image
+
+    record = _open_records(path)
     out = []
     try:
-        for key in sorted(record.keys)[:count]:
+        for key in sorted(record.keys)[start:count]:
             header, payload = mx.recordio.unpack(record.read_idx(key))
             label = np.asarray(header.label).reshape(-1)[0]
             out.append((Image.open(io.BytesIO(payload)), int(label)))
@@ -240,10 +256,9 @@ def read_records(path: str, count: int) -> List[Tuple[object, int]]:
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
 
 
-def read_folder(path: str, count: int) -> List[Tuple[object, int]]:
-    """(PIL image, label) pairs from class sub-folders or flat ``*_<label>.<ext>`` files."""
-    from PIL import Image
-
+def folder_items(path: str) -> List[Tuple[str, int]]:
+    """(file, label) of every labeled image of a folder: class sub-folders (named by index, or
+    sorted into indices) or flat ``*_<label>.<ext>`` files, in file-name order."""
     subdirs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     items: List[Tuple[str, int]] = []
     if subdirs:
@@ -261,4 +276,11 @@ def read_folder(path: str, count: int) -> List[Tuple[object, int]]:
     if not items:
         raise FileNotFoundError(f"{path}: no labeled images (expected class sub-folders or "
                                 "files named *_<label>.jpg)")
-    return [(Image.open(f), label) for f, label in items[:count]]
+    return items
+
+
+def read_folder(path: str, count: int, start: int = 0) -> List[Tuple[object, int]]:
+    """(PIL image, label) pairs ``start`` .. ``count`` - 1 of ``folder_items``."""
+    from PIL import Image
+
+    return [(Image.open(f), label) for f, label in folder_items(path)[start:count]]
