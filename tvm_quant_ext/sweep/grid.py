@@ -59,8 +59,9 @@ class Driver:
     def start(self, specs: Sequence[DataSpec]) -> None:
         for index, spec in enumerate(specs):
             # earlier models first: in one process a model is finished before the next loads
-            self.tasks.submit(describe_task, spec, self.target, tag=("describe", spec, -index),
-                              priority=-index)
+            base = -index * 1_000_000
+            self.tasks.submit(describe_task, spec, self.target, tag=("describe", spec, base),
+                              priority=base)
 
     def run(self) -> None:
         for tag, result in self.tasks.completed():
@@ -132,11 +133,15 @@ class Driver:
 
     def evaluate(self, group: Calibration, priority: int) -> None:
         arrays = self.tasks.put(result_arrays(group.result))
+        order = self.cells[group.spec.model]
         for cell in group.cells:
             self.counts[cell.key] = {}
+            # cells in grid order: a worker finishes one cell's ranges before the next cell's,
+            # so it holds few built modules and rows arrive steadily
+            cell_priority = priority - 1 - order.index(cell)
             for index, (start, stop) in enumerate(self.eval_ranges[cell.spec.model]):
                 self.tasks.submit(eval_task, cell, start, stop, arrays, group.key, self.target,
-                                  tag=("evaluated", cell, index, group.seconds), priority=priority)
+                                  tag=("evaluated", cell, index, group.seconds), priority=cell_priority)
 
     def on_evaluated(self, tag, counts: Counts) -> None:
         _, cell, index, calibrate_s = tag
