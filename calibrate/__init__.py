@@ -6,11 +6,14 @@ observer of the same point from another worker (``merge``, exact), and returns t
 (or O(channels x bins)) per point whatever the number of images.
 
 Calibrators: ``max``, ``power2`` (relay.quantize's default), ``percentile``, ``l2`` (MSE) and
-``kl`` (entropy), all in ``OBSERVERS``.
+``kl`` (entropy), all in ``OBSERVERS``. ``state_dict()`` / ``Observer.from_state_dict`` carry an
+observer's statistics (plain arrays, versioned) to another process or a file.
 """
 from .histogram import PowerOfTwoHistogram
 from .observers import (
     OBSERVERS,
+    STATE_TYPES,
+    STATE_VERSION,
     CalibrationError,
     HistogramObserver,
     KLObserver,
@@ -26,6 +29,8 @@ from .observers import (
 
 __all__ = [
     "OBSERVERS",
+    "STATE_TYPES",
+    "STATE_VERSION",
     "CalibrationError",
     "HistogramObserver",
     "KLObserver",

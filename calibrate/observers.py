@@ -13,6 +13,11 @@ class CalibrationError(ValueError):
     """Bad calibration data (NaN/Inf, nothing observed); the message names the point."""
 
 
+# Bump when the fields of ``state_dict`` change: a state saved by another version (a cache on
+# disk, a worker running other code) is refused instead of being read wrongly.
+STATE_VERSION = 1
+
+
 def qmax_for(nbit: int, signed: bool = True) -> int:
     """Largest quantized magnitude: symmetric signed uses [-(2^(b-1)-1), 2^(b-1)-1]."""
     return 2 ** (nbit - 1) - 1 if signed else 2**nbit - 1
@@ -74,6 +79,56 @@ class Observer:
                 self.min, self.max = np.minimum(self.min, other.min), np.maximum(self.max, other.max)
         self.count += other.count
         return self
+
+    # -- state that travels (to another process, or a cache on disk) ------------------------
+    def state_dict(self) -> Dict[str, object]:
+        """The statistics as a plain dict of numpy arrays, ints and strings (no pickled
+        objects), with ``version`` and ``type``; ``from_state_dict`` rebuilds the observer.
+        Unset fields (no data yet, no axis) are left out."""
+        state: Dict[str, object] = {"version": STATE_VERSION, "type": type(self).__name__,
+                                    "point": self.point, "count": int(self.count)}
+        if self.axis is not None:
+            state["axis"] = int(self.axis)
+        if self.min is not None:
+            state["min"], state["max"] = np.array(self.min), np.array(self.max)
+        state.update(self._extra_state())
+        return state
+
+    def _extra_state(self) -> Dict[str, object]:
+        return {}
+
+    def _load_extra_state(self, state: Dict[str, object]) -> None:
+        pass
+
+    @classmethod
+    def _init_kwargs(cls, state: Dict[str, object]) -> Dict[str, object]:
+        """Constructor arguments kept in the state (the histogram's bins, a percentile)."""
+        return {}
+
+    @classmethod
+    def from_state_dict(cls, state: Dict[str, object]) -> "Observer":
+        """The observer ``state_dict`` described. ``Observer.from_state_dict`` builds whichever
+        type the state names; a subclass accepts only its own type."""
+        version = int(state.get("version", -1))
+        if version != STATE_VERSION:
+            raise CalibrationError(f"observer state of version {version}, this code reads version "
+                                   f"{STATE_VERSION}: recompute it (delete the cached file)")
+        type_name = str(state["type"])
+        target = STATE_TYPES.get(type_name)
+        if target is None:
+            raise CalibrationError(f"observer state of unknown type {type_name!r}; "
+                                   f"known: {sorted(STATE_TYPES)}")
+        if cls is not Observer and target is not cls:
+            raise CalibrationError(f"observer state of point {str(state.get('point'))!r} is a "
+                                   f"{type_name}'s, not a {cls.__name__}'s")
+        axis = int(state["axis"]) if "axis" in state else None
+        observer = target(point=str(state["point"]), axis=axis, **target._init_kwargs(state))
+        observer.count = int(state["count"])
+        if "min" in state:
+            observer.min = np.array(state["min"], np.float64)
+            observer.max = np.array(state["max"], np.float64)
+        observer._load_extra_state(state)
+        return observer
 
     def as_calibrator(self, name: str, **kwargs) -> "Observer":
         """An observer of calibrator ``name`` holding this one's statistics (no data is
@@ -208,6 +263,23 @@ class HistogramObserver(Observer):
         self.histogram.merge(other.histogram)
         return self
 
+    @classmethod
+    def _init_kwargs(cls, state):
+        return {"bins": int(state["bins"])}
+
+    def _extra_state(self):
+        hist = self.histogram
+        state = {"bins": int(hist.bins)}
+        if hist.counts is not None:
+            state["histogram_counts"] = hist.counts.copy()
+            state["histogram_exponent"] = hist.exponent.copy()
+        return state
+
+    def _load_extra_state(self, state):
+        if "histogram_counts" in state:
+            self.histogram.counts = np.array(state["histogram_counts"], np.int64)
+            self.histogram.exponent = np.array(state["histogram_exponent"], np.int64)
+
     def _channel_threshold(self, abs_counts, signed_counts, width, nbit, signed) -> float:
         raise NotImplementedError
 
@@ -235,6 +307,13 @@ class PercentileObserver(HistogramObserver):
         super().__init__(point, axis, bins)
         self.percentile = percentile
 
+    @classmethod
+    def _init_kwargs(cls, state):
+        return {"bins": int(state["bins"]), "percentile": float(state["percentile"])}
+
+    def _extra_state(self):
+        return {**super()._extra_state(), "percentile": float(self.percentile)}
+
     def _channel_threshold(self, abs_counts, signed_counts, width, nbit, signed):
         return thresholds.percentile_threshold(abs_counts, width, self.percentile)
 
@@ -261,6 +340,13 @@ class KLObserver(HistogramObserver):
 OBSERVERS: Dict[str, Type[Observer]] = {
     cls.name: cls
     for cls in (MaxObserver, Power2Observer, PercentileObserver, L2Observer, KLObserver)
+}
+
+
+# Every observer type a state may name (HistogramObserver is auto's holder, not a calibrator).
+STATE_TYPES: Dict[str, Type[Observer]] = {
+    cls.__name__: cls for cls in (MaxObserver, Power2Observer, HistogramObserver, PercentileObserver,
+                                  L2Observer, KLObserver)
 }
 
 

@@ -88,6 +88,11 @@ class QuantRunner:
                                                            config, self.target)
         return self._calibrated[key]
 
+    def use_calibration(self, config: QConfig, result: "passes.CalibrationResult") -> None:
+        """Take ``result`` (computed elsewhere: in shards, or read from a cache) as the
+        calibration of every config with ``config``'s calibration key."""
+        self._calibrated[passes.calibration_key(config)] = result
+
     def quantized(self, config: QConfig, tap: bool = False) -> tvm.IRModule:
         """The realized module (``tap``: markers kept after every activation, for evaluation)."""
         calibrated = passes.attach_scales(self.annotated(config), self.calibration(config), config)

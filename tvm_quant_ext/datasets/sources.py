@@ -68,11 +68,9 @@ def check_limit(limit: Optional[int], flag: str = "--limit") -> None:
         raise ValueError(f"{flag} {limit!r}: expected a positive number of images")
 
 
-def read_records(path: str, count: Optional[int] = None) -> List[Tuple[object, int]]:
-    """The first ``count`` (PIL image, label) pairs of an indexed RecordIO file."""
+def _open_records(path: str):
     import mxnet as mx
 
-    check_limit(count)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such RecordIO file")
     idx = os.path.splitext(path)[0] + ".idx"
@@ -80,12 +78,31 @@ def read_records(path: str, count: Optional[int] = None) -> List[Tuple[object, i
         raise FileNotFoundError(f"{path}: its index {idx} is missing (make one with im2rec's "
                                 "--pass-through or mx.recordio.MXIndexedRecordIO)")
     try:
-        record = mx.recordio.MXIndexedRecordIO(idx, path, "r")
+        return mx.recordio.MXIndexedRecordIO(idx, path, "r")
     except Exception as err:
         raise DataError(f"{path}: cannot open as RecordIO with {idx} ({err})") from err
+
+
+def record_count(path: str) -> int:
+    """How many records an indexed RecordIO file holds (read from its index only)."""
+    record = _open_records(path)
+    try:
+        return len(record.keys)
+    finally:
+        record.close()
+
+
+def read_records(path: str, stop: Optional[int] = None, start: int = 0) -> List[Tuple[object, int]]:
+    """(PIL image, label) pairs of records ``start`` .. ``stop`` - 1 (in key order) of an indexed
+    RecordIO file; only those records are read, so a sweep worker reads just its shard."""
+    import mxnet as mx
+
+    record = _open_records(path)
     out = []
     try:
-        for key in sorted(record.keys)[:count]:
+        if not record.keys:
+            raise DataError(f"{path}: no records")
+        for key in sorted(record.keys)[start:stop]:
             try:
                 header, payload = mx.recordio.unpack(record.read_idx(key))
                 label = int(np.asarray(header.label).reshape(-1)[0])
@@ -95,8 +112,6 @@ def read_records(path: str, count: Optional[int] = None) -> List[Tuple[object, i
             out.append((open_image(payload, f"{path} record {key}"), label))
     finally:
         record.close()
-    if not out:
-        raise DataError(f"{path}: no records")
     return out
 
 
@@ -148,10 +163,10 @@ def list_folder(path: str) -> List[Tuple[str, Optional[int]]]:
     return items
 
 
-def read_folder(path: str, count: Optional[int] = None) -> List[Tuple[object, Optional[int]]]:
-    """(PIL image, label or None) pairs from a folder (see :func:`list_folder`)."""
-    check_limit(count)
-    return [(open_image(f, f), label) for f, label in list_folder(path)[:count]]
+def read_folder(path: str, stop: Optional[int] = None, start: int = 0
+                ) -> List[Tuple[object, Optional[int]]]:
+    """(PIL image, label or None) pairs ``start`` .. ``stop`` - 1 of :func:`list_folder`."""
+    return [(open_image(f, f), label) for f, label in list_folder(path)[start:stop]]
 
 
 def _read_arrays(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -200,4 +215,4 @@ def load_data(path: str, preprocess: Optional[Callable] = None, limit: Optional[
 
 
 __all__ = ["DataError", "IMAGE_EXTENSIONS", "LoadedData", "check_limit", "list_folder",
-           "load_data", "open_image", "read_folder", "read_records"]
+           "load_data", "open_image", "read_folder", "read_records", "record_count"]

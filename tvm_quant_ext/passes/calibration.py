@@ -9,7 +9,7 @@ them from their constants (``calibrators.weight_scale_for``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tvm
@@ -24,6 +24,9 @@ from .annotate import annotation_key
 from .calibrators import assign_calibrators, candidate_qparams, least_error, observer_kwargs
 
 ACTIVATION_KINDS = (QKind.INPUT.value, QKind.ACTIVATION.value)
+# A calibration may also run in shards of the data, in other processes: ``new_observers`` +
+# ``observe_dataset`` per shard, ``Observer.merge`` of their states, then for ``auto`` an
+# ``auto_errors`` pass per shard and ``sum_auto_errors`` + ``choose_auto`` (calibration_shards.py).
 
 
 def iter_batches(dataset: Iterable, input_names, input_shapes):
@@ -86,34 +89,42 @@ def calibration_key(config: QConfig) -> tuple:
         config.nbit_input, config.activation_symmetric)
 
 
+def new_observers(mod: tvm.IRModule, config: QConfig) -> Tuple[Dict[str, str], Dict[str, Observer]]:
+    """(calibrator name per INPUT/ACTIVATION point, an empty observer per point); an ``auto``
+    point gets a histogram, from which every candidate calibrator is computed."""
+    calibrators = assign_calibrators(get_state(mod), ACTIVATION_KINDS, config.calibrate_mode,
+                                     config.layer_calibrate_mode, "layer_calibrate_mode")
+    observers: Dict[str, Observer] = {
+        pid: (HistogramObserver(point=pid) if name == AUTO
+              else make_observer(name, point=pid, **observer_kwargs(name, config)))
+        for pid, name in calibrators.items()
+    }
+    return calibrators, observers
+
+
 def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
                     target="llvm") -> CalibrationResult:
     """Run ``dataset`` through ``mod`` once, streaming every INPUT/ACTIVATION tensor into its
     observer; ``auto`` points then take a second pass that measures each calibrator's error."""
     if dataset is None:
         raise ValueError("calibration needs a dataset (an iterable of input dicts or arrays)")
-    state = get_state(mod)
-    calibrators = assign_calibrators(state, ACTIVATION_KINDS, config.calibrate_mode,
-                                     config.layer_calibrate_mode, "layer_calibrate_mode")
+    calibrators, observers = new_observers(mod, config)
     if AUTO in calibrators.values() and iter(dataset) is dataset:
         raise ValueError("calibrate_mode='auto' reads the calibration data twice: pass a list "
                          "(or another re-iterable), not an iterator or generator")
-    observers: Dict[str, Observer] = {
-        # auto keeps a histogram: every candidate calibrator is computed from it
-        pid: (HistogramObserver(point=pid) if name == AUTO
-              else make_observer(name, point=pid, **observer_kwargs(name, config)))
-        for pid, name in calibrators.items()
-    }
     model = build(mod, target)
-    batches = _stream(model, dataset, observers)
+    batches = observe_dataset(model, dataset, observers)
     result = CalibrationResult(observers, calibrators, batches=batches)
-    auto = [pid for pid, name in calibrators.items() if name == AUTO]
+    auto = auto_points(result)
     if auto:
-        _choose_auto(model, dataset, config, result, auto)
+        errors = auto_errors(model, dataset, config, {pid: observers[pid] for pid in auto})
+        choose_auto(result, config, sum_auto_errors([errors]))
     return result
 
 
-def _stream(model, dataset, observers: Dict[str, Observer]) -> int:
+def observe_dataset(model, dataset, observers: Dict[str, Observer]) -> int:
+    """Stream ``dataset`` through the built annotated ``model`` into ``observers``; the
+    number of batches."""
     def sink(point_id, array):
         observer = observers.get(point_id)
         if observer is not None:
@@ -137,25 +148,54 @@ def _run_dataset(model, dataset, sink) -> int:
     return batches
 
 
-def _choose_auto(model, dataset, config: QConfig, result: CalibrationResult, points) -> None:
-    """Second pass: quantize each auto point's real tensors with every calibrator's (scale,
-    zero point) and keep the calibrator with the smallest summed squared error."""
+def auto_points(result: CalibrationResult) -> List[str]:
+    return [pid for pid, name in result.calibrators.items() if name == AUTO]
+
+
+def auto_errors(model, dataset, config: QConfig,
+                observers: Dict[str, Observer]) -> Dict[str, Dict[str, np.ndarray]]:
+    """``auto``'s second pass: quantize each point's real tensors with every calibrator's
+    (scale, zero point) from its first-pass ``observers``; the squared error of each tensor,
+    in data order (per point and calibrator). Kept per tensor, not summed, so that shards of
+    the data give, in order, the very terms that one pass sums (``sum_auto_errors``)."""
     qmin, qmax = qmath.activation_range(config.nbit_input, config.activation_symmetric)
-    candidates = {pid: candidate_qparams(result.observers[pid], config, config.nbit_input,
-                                          config.activation_symmetric) for pid in points}
-    errors = {pid: dict.fromkeys(candidates[pid], 0.0) for pid in points}
+    candidates = {pid: candidate_qparams(observer, config, config.nbit_input,
+                                          config.activation_symmetric)
+                  for pid, observer in observers.items()}
+    terms: Dict[str, Dict[str, list]] = {pid: {name: [] for name in c} for pid, c in candidates.items()}
 
     def sink(point_id, array):
         for name, (scale, zero_point) in candidates.get(point_id, {}).items():
             quantized = qmath.fake_quant_affine(array, scale, zero_point, qmin, qmax)
-            errors[point_id][name] += float(np.sum((array - quantized) ** 2, dtype=np.float64))
+            terms[point_id][name].append(float(np.sum((array - quantized) ** 2, dtype=np.float64)))
 
     _run_dataset(model, dataset, sink)
-    for pid in points:
-        best = least_error(errors[pid])
+    return {pid: {name: np.array(v, np.float64) for name, v in by_name.items()}
+            for pid, by_name in terms.items()}
+
+
+def sum_auto_errors(parts: Sequence[Dict[str, Dict[str, np.ndarray]]]) -> Dict[str, Dict[str, float]]:
+    """Add the error terms of ``parts`` (the data's shards, in data order) one by one, in
+    order: the float sum is the same whether the data was one pass or many shards."""
+    totals: Dict[str, Dict[str, float]] = {}
+    for part in parts:
+        for pid, by_name in part.items():
+            mine = totals.setdefault(pid, dict.fromkeys(by_name, 0.0))
+            for name, values in by_name.items():
+                total = mine[name]
+                for value in values.tolist():
+                    total += value
+                mine[name] = total
+    return totals
+
+
+def choose_auto(result: CalibrationResult, config: QConfig, errors: Dict[str, Dict[str, float]]) -> None:
+    """Give each auto point the calibrator of least summed squared error (``errors``)."""
+    for pid, by_name in errors.items():
+        best = least_error(by_name)
         result.observers[pid] = result.observers[pid].as_calibrator(best, **observer_kwargs(best, config))
         result.calibrators[pid] = best
-        result.auto_errors[pid] = errors[pid]
+        result.auto_errors[pid] = by_name
 
 
 def attach_scales(mod: tvm.IRModule, result: CalibrationResult, config: QConfig) -> tvm.IRModule:

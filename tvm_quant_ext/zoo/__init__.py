@@ -44,8 +44,8 @@ from .base import EvalSet, ZooEntry, ZooModel
 from .cache import cache_root
 from .data import (FASHION_DIR, FASHION_MEAN, FASHION_STD, fashion_mnist, fashion_normalize,
                    fashion_preprocess, imagenet_lite_preprocess, imagenet_preprocess,
-                   mnist_preprocess, package_dir, package_file, read_folder)
-from ..datasets import read_records
+                   mnist_preprocess, package_dir, package_file, read_folder, folder_items)
+from ..datasets import read_records, record_count
 from .fashion import (FASHION_MODELS, FASHION_RESNET_V2_ARCH, MODELS_DIR, fashion_model_info,
                       fashion_resnet_v2_block)
 
@@ -84,5 +84,5 @@ __all__ = [
     "FASHION_STD", "MODELS", "MODELS_DIR", "ZooEntry", "ZooModel", "cache_root", "fashion_mnist",
     "fashion_model_info", "fashion_normalize", "fashion_preprocess", "fashion_resnet_v2_block",
     "imagenet_lite_preprocess", "imagenet_preprocess", "load", "mnist_preprocess", "package_dir",
-    "package_file", "read_folder", "read_records",
+    "package_file", "read_folder", "read_records", "record_count", "folder_items",
 ]

@@ -216,12 +216,18 @@ def imagenet_preprocess(img) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def read_folder(path: str, count: int) -> List[Tuple[object, int]]:
-    """(PIL image, label) pairs of a labeled folder (:func:`tvm_quant_ext.datasets.list_folder`
-    layouts); unlabeled images are an error, since a sweep counts correct labels."""
-    pairs = datasets.read_folder(path, count)
-    unlabeled = sum(label is None for _, label in pairs)
+def folder_items(path: str) -> List[Tuple[str, int]]:
+    """(file, label) of every image of a labeled folder (the layouts of
+    :func:`tvm_quant_ext.datasets.list_folder`); unlabeled images are an error, since a sweep
+    counts correct labels."""
+    items = datasets.list_folder(path)
+    unlabeled = sum(label is None for _, label in items)
     if unlabeled:
         raise datasets.DataError(f"{path}: {unlabeled} image(s) without a label (expected class "
                                  "sub-folders, a labels.txt, or files named *_<label>.jpg)")
-    return pairs
+    return items
+
+
+def read_folder(path: str, stop: int, start: int = 0) -> List[Tuple[object, int]]:
+    """(PIL image, label) pairs ``start`` .. ``stop`` - 1 of :func:`folder_items`."""
+    return [(datasets.open_image(f, f), label) for f, label in folder_items(path)[start:stop]]
