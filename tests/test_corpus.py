@@ -1,6 +1,8 @@
 """Every corpus model quantizes with the default config through a stock or public importer:
 simulate and integer mode, integer within 1 LSB of simulate at every point, the integer build
 on the VNNI target and on plain x86-64 giving the same outputs, ops left in float reported."""
+import time
+
 import numpy as np
 import pytest
 import tvm
@@ -18,7 +20,7 @@ HOST_HAS_VNNI = codegen.target_has_features(
     "avx512vnni", tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
 
 
-def run_case(name):
+def run_case(name, timed=False):
     mod, params, x = CASES[name]()
     rng = np.random.default_rng(1)
     calib = np.concatenate([x] + [x + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
@@ -31,11 +33,15 @@ def run_case(name):
                                  log=lambda *a: None)
     qmod = tvm_quant_ext.quantize(mod, params, dataset=[calib[i:i + len(x)] for i in range(0, len(calib), len(x))],
                                   config=QConfig(mode="integer"))
-    outputs = {}
+    outputs, build_s = {}, {}
     for target_name, target in TARGETS.items():
+        start = time.perf_counter()
         model = tvm_quant_ext.build(qmod, target)
+        build_s[target_name] = time.perf_counter() - start
         if target_name != "vnni" or HOST_HAS_VNNI:
             outputs[target_name] = model(held_out)
+    if timed:
+        return simulate, integer, outputs, tvm_quant_ext.get_report(qmod), build_s
     return simulate, integer, outputs, tvm_quant_ext.get_report(qmod)
 
 
