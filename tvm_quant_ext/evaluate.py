@@ -43,12 +43,15 @@ class EvalRow:
     # and at the last point (the final quantized activation before the output layer)
     lsb_vs_simulate: Optional[float] = None
     final_lsb_vs_simulate: Optional[float] = None
+    fp32_top5: int = 0       # labels among the 5 largest logits (the labeled images)
+    quant_top5: int = 0
 
     def json_row(self) -> dict:
         return {
             "model": self.model, "nbit_bias": self.nbit_bias,
             "calibrate_mode": self.calibrate_mode, "per_channel": self.per_channel,
             "fp32_top1": self.fp32_top1, "quant_top1": self.quant_top1,
+            "fp32_top5": self.fp32_top5, "quant_top5": self.quant_top5,
             "n_labeled": self.n_labeled, "n_images": self.n_images,
             "agreement": round(self.agreement, 4), "snr_db": round(self.snr_db, 2),
             "worst_layers": [[name, round(snr, 2)] for name, snr in self.worst_layers],
@@ -130,6 +133,7 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
 
     n = len(quantized)
     correct_fp32, correct_q = 0, [0] * n
+    top5_fp32, top5_q = 0, [0] * n
     agree = [0] * n
     labeled = total = 0
     out_sums = [_Sums() for _ in range(n)]
@@ -151,6 +155,7 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
             y = None if labels is None else labels[start:start + batch]
             if y is not None:
                 correct_fp32 += int(np.sum(ref_top == y))
+                top5_fp32 += top5_hits(ref, y)
                 labeled += batch
             total += batch
             batch_taps = []
@@ -165,6 +170,7 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
                 agree[k] += int(np.sum(top == ref_top))
                 if y is not None:
                     correct_q[k] += int(np.sum(top == y))
+                    top5_q[k] += top5_hits(out, y)
                     stats["quant_top1"] += int(np.sum(top == y))
                     stats["fp32_top1"] += int(np.sum(ref_top == y))
                 out_sums[k].add("out", ref, out)
@@ -184,6 +190,7 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
         rows.append(EvalRow(
             model=zoo_model.name, nbit_bias=config.nbit_bias, calibrate_mode=config.calibrate_mode,
             per_channel=config.per_channel, fp32_top1=correct_fp32, quant_top1=correct_q[k],
+            fp32_top5=top5_fp32, quant_top5=top5_q[k],
             n_labeled=labeled, n_images=total, agreement=agree[k] / max(total, 1),
             snr_db=out_sums[k].snr("out"), worst_layers=layers[:3], layer_snr=dict(layers),
             per_set=per_set[k],
@@ -193,6 +200,13 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
     return rows
 
 
+def top5_hits(logits: np.ndarray, labels: np.ndarray) -> int:
+    """How many labels are among their row's 5 largest logits."""
+    logits = logits.reshape(len(labels), -1)
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+    return int(np.sum(top == labels[:, None]))
+
+
 def _progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -200,16 +214,18 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 
 def format_table(rows: Sequence[EvalRow]) -> str:
-    head = ("| model | config | fp32 top-1 | quant top-1 | agreement with fp32 | output SNR (dB) "
-            "| worst layers by SNR (dB) |")
-    lines = [head, "|" + "---|" * 7]
+    head = ("| model | config | fp32 top-1 | quant top-1 | fp32 / quant top-5 | agreement with fp32 "
+            "| output SNR (dB) | worst layers by SNR (dB) |")
+    lines = [head, "|" + "---|" * 8]
     for r in rows:
         config = (f"int8 {'per-channel' if r.per_channel else 'per-tensor'}, {r.calibrate_mode}, "
                   f"{r.nbit_bias}-bit bias{', integer' if r.mode == 'integer' else ''}")
         worst = ", ".join(f"{name} {snr:.1f}" for name, snr in r.worst_layers)
+        labeled = max(r.n_labeled, 1)
         lines.append(
-            f"| {r.model} | {config} | {r.fp32_top1}/{r.n_labeled} ({100 * r.fp32_top1 / max(r.n_labeled, 1):.2f}%) "
-            f"| {r.quant_top1}/{r.n_labeled} ({100 * r.quant_top1 / max(r.n_labeled, 1):.2f}%) "
+            f"| {r.model} | {config} | {r.fp32_top1}/{r.n_labeled} ({100 * r.fp32_top1 / labeled:.2f}%) "
+            f"| {r.quant_top1}/{r.n_labeled} ({100 * r.quant_top1 / labeled:.2f}%) "
+            f"| {100 * r.fp32_top5 / labeled:.1f}% / {100 * r.quant_top5 / labeled:.1f}% "
             f"| {round(r.agreement * r.n_images)}/{r.n_images} ({100 * r.agreement:.1f}%) "
             f"| {r.snr_db:.1f} | {worst} |")
     return "\n".join(lines)
