@@ -177,3 +177,18 @@ def test_no_unpickling_fallback_anywhere():
                 source = open(os.path.join(folder, name), encoding="utf-8").read()
                 assert "weights_only=False" not in source, name
                 assert "allow_pickle=True" not in source, name
+
+
+def test_sweep_gluon_params_of_another_architecture(tmp_path):
+    import mxnet as mx
+    from mxnet.gluon.model_zoo import vision
+
+    from tvm_quant_ext.sweep.data import load_model
+
+    net = vision.get_model("resnet18_v2", pretrained=False)
+    net.initialize()
+    net(mx.nd.ones((1, 3, 32, 32)))
+    path = str(tmp_path / "resnet18_v2.params")
+    net.save_parameters(path)
+    with pytest.raises(ValueError, match=f"--params {path}: not the weights of a Gluon resnet34_v2"):
+        load_model("resnet34_v2", 1, path)

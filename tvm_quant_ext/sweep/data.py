@@ -104,7 +104,12 @@ def load_model(name: str, batch_size: int, params: Optional[str] = None) -> Swee
         from ..frontend import from_mxnet
 
         net = vision.get_model(name, pretrained=False)
-        net.load_parameters(params)
+        try:
+            net.load_parameters(params)
+        except Exception as err:  # MXNet's own message names neither the file nor the fix
+            raise ValueError(f"--params {params}: not the weights of a Gluon {name} "
+                             f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); a "
+                             "truncated file, or the weights of another architecture") from err
         mod, weights = from_mxnet(net, {"data": (batch_size, 3, 224, 224)})
         return SweepModel(name, mod, weights, batch_size, imagenet_preprocess)
     zm = zoo.load(name, batch_size=batch_size)
