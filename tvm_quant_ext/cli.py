@@ -33,7 +33,8 @@ def cmd_eval(args) -> int:
     config = QConfig(nbit_bias=args.nbit_bias, calibrate_mode=args.calibrate_mode,
                      weight_scale=args.weight_scale, per_channel=args.per_channel,
                      nbit_activation=max(32, args.nbit_bias), bias_overflow=args.bias_overflow,
-                     activation_symmetric=not args.asymmetric, calibrate_percentile=args.percentile)
+                     activation_symmetric=not args.asymmetric, calibrate_percentile=args.percentile,
+                     global_scale=args.global_scale)
     modes = ["simulate", "integer"] if args.mode == "both" else [args.mode]
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     rows = _evaluate(args.model, [config.replace(mode=m) for m in modes], limit=args.limit,
@@ -112,6 +113,8 @@ def main(argv=None) -> int:
     ev.add_argument("--weight-scale", default="max", choices=calibrators)
     ev.add_argument("--percentile", type=float, default=99.999,
                     help="percentile of |x| kept by the percentile calibrator")
+    ev.add_argument("--global-scale", type=float, default=8.0,
+                    help="fixed range +-G of the global_scale calibrator (relay's default 8.0)")
     ev.add_argument("--asymmetric", action="store_true",
                     help="uint8 activations with a zero point instead of symmetric int8")
     ev.add_argument("--bias-overflow", default="adjust",
