@@ -283,7 +283,8 @@ fashion_data = pytest.mark.skipif(
 @fashion_data
 def test_fashion_resnet_v2_accuracy_through_the_tutorial_shape():
     """The tutorial's data-aware quantize and relay's defaults on a trained net: top-1 on 1000
-    test images close to fp32 (the mechanics tests above use random weights)."""
+    test images close to fp32 (the mechanics tests above use random weights). Measured here:
+    fp32 0.927, kl_divergence/max 0.929, relay's defaults (global_scale 8.0) 0.921; 104 s."""
     from tvm import relax
 
     block = zoo.fashion_resnet_v2_block(zoo.fashion_model_info("fashion_resnet_v2"))
@@ -306,4 +307,4 @@ def test_fashion_resnet_v2_accuracy_through_the_tutorial_shape():
     default = top1(relay.quantize.quantize(mod, params))
     print(f"fashion_resnet_v2 top-1 on 1000: fp32 {fp32:.3f}, kl/max {kl:.3f}, relay defaults {default:.3f}")
     assert kl >= fp32 - 0.01
-    assert default >= fp32 - 0.05
+    assert default >= fp32 - 0.02
