@@ -308,3 +308,17 @@ def test_fashion_resnet_v2_accuracy_through_the_tutorial_shape():
     print(f"fashion_resnet_v2 top-1 on 1000: fp32 {fp32:.3f}, kl/max {kl:.3f}, relay defaults {default:.3f}")
     assert kl >= fp32 - 0.01
     assert default >= fp32 - 0.02
+
+
+def test_prerequisite_optimize_then_quantize_numbers_the_bound_layers():
+    from graphs import tiny_resnet
+
+    mod, params = tiny_resnet()
+    prepared = qtz.prerequisite_optimize(mod, params)
+    assert qtz.relay_layers(mod) == {"conv2d": ["stem", "block_conv1", "block_conv2"], "dense": ["fc"]}
+    # weights are constants now: the same layers, numbered (documented), still skipped by index
+    assert qtz.relay_layers(prepared) == {"conv2d": ["conv2d_0", "conv2d_1", "conv2d_2"],
+                                          "dense": ["matmul_0"]}
+    report = tq.get_report(qtz.quantize(prepared))
+    assert {"conv2d_0", "matmul_0"} <= {f["tensor"] for f in report.float_ops}
+    assert {p["layer"] for p in report.points if p["kind"] == "WEIGHT"} == {"conv2d_1", "conv2d_2"}
