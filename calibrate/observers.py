@@ -1,7 +1,7 @@
 """Streaming observers: one small class per calibration rule."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Dict, Optional, Tuple, Type
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class Observer:
     """
 
     name = "base"
+    reads_data = True  # False: the scale does not depend on the data (calibration may skip it)
 
     def __init__(self, point: str = "<unnamed>", axis: Optional[int] = None):
         self.point = point
@@ -337,10 +338,50 @@ class KLObserver(HistogramObserver):
         return thresholds.kl_threshold(signed_counts, width, 2 * qmax_for(nbit, signed) + 1)
 
 
+class GlobalScaleObserver(Observer):
+    """relay.quantize's default calibration (``calibrate_mode="global_scale"``): every tensor's
+    range is +-global_scale whatever the data, so calibration needs no dataset.
+
+    The scale follows relay's ``_global_scale``: threshold = global_scale as given (not rounded
+    to a power of two), scale = threshold / 2^(b-1), clipped to +-(2^(b-1)-1) like ``power2``
+    (relay's default 8.0 gives 1/16 at 8 bits). Asymmetric (unsigned) quantization keeps the
+    fixed threshold: the range is (0, T) when the data seen never goes negative (after a ReLU),
+    else (-T, T); with no data observed it is (-T, T).
+    """
+
+    name = "global_scale"
+    reads_data = False
+
+    def __init__(self, point: str = "<unnamed>", axis: Optional[int] = None,
+                 global_scale: float = 8.0):
+        if not (np.isfinite(global_scale) and global_scale > 0):
+            raise ValueError(f"point {point!r}: global_scale={global_scale!r} must be a positive "
+                             "finite range (relay's default is 8.0)")
+        super().__init__(point, axis)
+        self.global_scale = float(global_scale)
+
+    def compute_threshold(self, nbit: int = 8, signed: bool = True) -> np.ndarray:
+        # one value per channel once channels are known, else a scalar (callers broadcast)
+        return np.full(np.shape(self.min) if self.min is not None else (), self.global_scale)
+
+    def compute_scale(self, nbit: int, signed: bool = True) -> np.ndarray:
+        levels = 2 ** (nbit - 1) if signed else 2**nbit
+        return self.compute_threshold() / levels
+
+    def compute_range(self, nbit: int = 8):
+        threshold = self.compute_threshold()
+        nonnegative = self.min is not None and bool(np.all(self.min >= 0))
+        return (np.zeros_like(threshold) if nonnegative else -threshold), threshold
+
+
 OBSERVERS: Dict[str, Type[Observer]] = {
     cls.name: cls
-    for cls in (MaxObserver, Power2Observer, PercentileObserver, L2Observer, KLObserver)
+    for cls in (MaxObserver, Power2Observer, PercentileObserver, L2Observer, KLObserver,
+                GlobalScaleObserver)
 }
+# The calibrators ``auto`` compares: those whose scale comes from the data (global_scale's is
+# fixed in advance, so measuring its error would only rank a setting against the data).
+AUTO_CANDIDATES: Tuple[str, ...] = tuple(name for name, cls in OBSERVERS.items() if cls.reads_data)
 
 
 # Every observer type a state may name (HistogramObserver is auto's holder, not a calibrator).

@@ -35,3 +35,13 @@ def test_eval_both_modes_reports_lsb_difference(capsys):
     assert simulate["lsb_vs_simulate"] is None
     assert 0 <= integer["lsb_vs_simulate"] <= 1 + 1e-9 and integer["float_ops"] == []
     assert integer["agreement"] >= 0.99
+
+
+def test_eval_global_scale_calibrator(capsys):
+    assert cli.main(["eval", "--model", "mnist_cnn", "--calibrate-mode", "global_scale",
+                     "--global-scale", "16", "--limit", "100", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["calibrate_mode"] == "global_scale" and row["agreement"] >= 0.9
+    assert cli.main(["eval", "--model", "mnist_cnn", "--calibrate-mode", "global_scale",
+                     "--global-scale", "-1", "--limit", "100"]) == 2
+    assert "global_scale=-1" in capsys.readouterr().err

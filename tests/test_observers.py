@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from calibrate import CalibrationError, MaxObserver, Power2Observer, make_observer
+from calibrate import (AUTO_CANDIDATES, OBSERVERS, CalibrationError, GlobalScaleObserver,
+                       MaxObserver, Power2Observer, make_observer)
 
 values = st.floats(-1e4, 1e4, allow_nan=False, width=32)
 batches = arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 6)), elements=values)
@@ -128,3 +129,32 @@ def test_state_refuses_other_versions_and_types():
         Observer.from_state_dict({**state, "type": "Nope"})
     percentile = make_observer("percentile", point="p", percentile=99.0)
     assert Observer.from_state_dict(percentile.state_dict()).percentile == 99.0
+
+
+@given(batches, st.floats(1e-3, 1e3), st.integers(2, 16), st.sampled_from([None, 0]))
+def test_global_scale_range_is_fixed_whatever_the_data(batch, global_scale, nbit, axis):
+    """relay's rule: threshold = global_scale as given (no power-of-two rounding), scale =
+    threshold / 2^(b-1); the data changes nothing, and nothing need be observed."""
+    expected = global_scale / 2 ** (nbit - 1)
+    unobserved = make_observer("global_scale", point="p", global_scale=global_scale)
+    assert unobserved.compute_scale(nbit) == pytest.approx(expected, rel=1e-12)
+    obs = make_observer("global_scale", point="p", axis=axis, global_scale=global_scale)
+    obs.observe(batch)
+    scale = obs.compute_scale(nbit)
+    assert np.shape(scale) == (() if axis is None else (batch.shape[0],))
+    np.testing.assert_allclose(scale, expected, rtol=1e-12)
+    lo, hi = obs.compute_range(nbit)
+    np.testing.assert_allclose(hi, global_scale)
+    np.testing.assert_allclose(lo, 0.0 if batch.min() >= 0 else -global_scale)
+
+
+def test_global_scale_matches_relay_default_and_rejects_bad_ranges():
+    obs = GlobalScaleObserver("conv1/relu")  # relay's default global_scale=8.0
+    obs.observe(np.array([-100.0, 0.5, 3.0]))  # a value past the range is clipped, not widened
+    scale, zero_point = obs.compute_qparams(8, symmetric=True)
+    assert scale == 8.0 / 128 and zero_point == 0  # relay: dom_scale = 8 / 2^7, clip +-127
+    assert not GlobalScaleObserver.reads_data and "global_scale" not in AUTO_CANDIDATES
+    assert set(AUTO_CANDIDATES) == set(OBSERVERS) - {"global_scale"}
+    for bad in (0.0, -8.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="conv1/relu.*global_scale"):
+            GlobalScaleObserver("conv1/relu", global_scale=bad)

@@ -231,7 +231,7 @@ def test_auto_picks_the_smallest_measured_error_per_point():
     result = tq.passes.run_calibration(annotated, data, QConfig(calibrate_mode="auto"))
     assert result.auto_errors and set(result.auto_errors) == set(result.calibrators)
     for pid, errors in result.auto_errors.items():
-        assert set(errors) == set(calibrate.OBSERVERS)
+        assert set(errors) == set(calibrate.AUTO_CANDIDATES)
         assert errors[result.calibrators[pid]] == min(errors.values())
     with pytest.raises(ValueError, match="re-iterable"):
         tq.passes.run_calibration(annotated, iter(data), QConfig(calibrate_mode="auto"))
@@ -264,3 +264,12 @@ def test_asymmetric_activations_use_unsigned_codes_with_zero_point():
     assert 0 < rep_a.point("data")["zero_point"] < 255
     ref = tq.build(tq.passes.prepare(mod, params))(data[0])
     assert qmath.snr_db(ref, tq.build(asym)(data[0])) >= qmath.snr_db(ref, tq.build(sym)(data[0])) - 1.0
+
+
+def test_global_scale_needs_no_dataset_and_others_do():
+    mod, params = tiny_resnet()
+    qmod = tq.quantize(mod, params, config=QConfig(calibrate_mode="global_scale", global_scale=4.0))
+    rows = [r for r in tq.get_report(qmod).points if r["kind"] in ("INPUT", "ACTIVATION")]
+    assert rows and all(r["calibrator"] == "global_scale" and r["scale"] == 4.0 / 128 for r in rows)
+    with pytest.raises(ValueError, match=r"needs a dataset.*\['max'\]"):
+        tq.quantize(mod, params, config=QConfig(calibrate_mode="max"))

@@ -5,6 +5,7 @@ Unknown keys are an error (relay silently ignored typos such as ``nbit_wieght``)
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 from enum import Enum
@@ -39,12 +40,15 @@ class QConfig:
         weight at its own (per-tensor) scale, shifted into the accumulator (8 reproduces
         relay.quantize; 9 is the bias study's 9-bit row).
     nbit_activation: bits of the accumulator (relay's name); the bias must fit in it.
-    calibrate_mode: calibrator for INPUT/ACTIVATION points: "max", "power2" (relay's
-        default), "percentile", "l2" (MSE), "kl" (entropy), or "auto" (per layer, the one whose
+    calibrate_mode: calibrator for INPUT/ACTIVATION points: "max", "power2", "percentile",
+        "l2" (MSE), "kl" (entropy), "global_scale" (relay's default: every range is
+        +-global_scale, no data needed), or "auto" (per layer, the data-driven one whose
         quantized tensor has the smallest squared error against fp32 on the calibration data).
     weight_scale: calibrator for WEIGHT points, the same names ("auto": per layer, the one
         with the smallest weight quantization error).
     calibrate_percentile: the percentile of |x| the "percentile" calibrator keeps.
+    global_scale: the fixed range +-global_scale of the "global_scale" calibrator (relay's
+        rule: scale = global_scale / 2^(b-1), not rounded to a power of two).
     layer_calibrate_mode / layer_weight_scale: per-layer overrides, {layer name: calibrator}.
         A layer name matches its weight/bias points and the activations named after it
         ("stem" matches "stem/relu"); an unknown name is an error.
@@ -74,6 +78,7 @@ class QConfig:
     calibrate_mode: str = "max"
     weight_scale: str = "max"
     calibrate_percentile: float = 99.999
+    global_scale: float = 8.0
     layer_calibrate_mode: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
     layer_weight_scale: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
     per_channel: bool = True
@@ -116,6 +121,10 @@ class QConfig:
         if not 0 < self.calibrate_percentile <= 100:
             raise ValueError(f"QConfig.calibrate_percentile={self.calibrate_percentile!r}: "
                              "expected a percentile in (0, 100]")
+        if not (isinstance(self.global_scale, (int, float)) and math.isfinite(self.global_scale)
+                and self.global_scale > 0):
+            raise ValueError(f"QConfig.global_scale={self.global_scale!r}: expected a positive "
+                             "finite range (relay's default is 8.0)")
         _check_choice("bias_overflow", self.bias_overflow, BIAS_OVERFLOW_POLICIES)
         _check_choice("on_unsupported_op", self.on_unsupported_op, UNSUPPORTED_OP_POLICIES)
         _check_choice("mode", self.mode, MODES)

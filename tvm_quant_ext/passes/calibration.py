@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import tvm
 
-from calibrate import CalibrationError, HistogramObserver, Observer, make_observer
+from calibrate import OBSERVERS, CalibrationError, HistogramObserver, Observer, make_observer
 
 from .. import qmath
 from ..backend.build import build
@@ -86,7 +86,7 @@ def calibration_key(config: QConfig) -> tuple:
     placement): configs with equal keys can share one ``run_calibration`` result."""
     return annotation_key(config) + (
         config.calibrate_mode, config.layer_calibrate_mode, config.calibrate_percentile,
-        config.nbit_input, config.activation_symmetric)
+        config.global_scale, config.nbit_input, config.activation_symmetric)
 
 
 def new_observers(mod: tvm.IRModule, config: QConfig) -> Tuple[Dict[str, str], Dict[str, Observer]]:
@@ -105,10 +105,18 @@ def new_observers(mod: tvm.IRModule, config: QConfig) -> Tuple[Dict[str, str], D
 def run_calibration(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
                     target="llvm") -> CalibrationResult:
     """Run ``dataset`` through ``mod`` once, streaming every INPUT/ACTIVATION tensor into its
-    observer; ``auto`` points then take a second pass that measures each calibrator's error."""
-    if dataset is None:
-        raise ValueError("calibration needs a dataset (an iterable of input dicts or arrays)")
+    observer; ``auto`` points then take a second pass that measures each calibrator's error.
+    With no dataset, every point's calibrator must be one that reads no data (global_scale)."""
     calibrators, observers = new_observers(mod, config)
+    if dataset is None:
+        need_data = sorted({name for name in calibrators.values()
+                            if name == AUTO or OBSERVERS[name].reads_data})
+        if need_data:
+            raise ValueError("calibration needs a dataset (an iterable of input dicts or arrays): "
+                             f"calibrator(s) {need_data} read the data; only "
+                             "calibrate_mode='global_scale' needs none")
+        # like relay's global_scale, nothing is run: every range is fixed in advance
+        return CalibrationResult(observers, calibrators)
     if AUTO in calibrators.values() and iter(dataset) is dataset:
         raise ValueError("calibrate_mode='auto' reads the calibration data twice: pass a list "
                          "(or another re-iterable), not an iterator or generator")
@@ -203,7 +211,7 @@ def attach_scales(mod: tvm.IRModule, result: CalibrationResult, config: QConfig)
     state = get_state(mod)
     for pid in (p.id for p in state.points.values() if p.kind in ACTIVATION_KINDS):
         observer = result.observers.get(pid)
-        if observer is None or observer.count == 0:
+        if observer is None or (observer.count == 0 and observer.reads_data):
             raise CalibrationError(f"quantization point {pid!r} was never reached during "
                                    "calibration")
         scale, zero_point = observer.compute_qparams(config.nbit_input, config.activation_symmetric)

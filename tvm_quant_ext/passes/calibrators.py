@@ -11,7 +11,7 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
-from calibrate import OBSERVERS, Observer, make_observer
+from calibrate import AUTO_CANDIDATES, Observer, make_observer
 
 from .. import qmath
 from ..config import AUTO, QConfig
@@ -21,6 +21,7 @@ from ..points import QuantState
 # Calibrators that take options from the QConfig: name -> QConfig -> observer keyword arguments
 OBSERVER_OPTIONS: Dict[str, Callable[[QConfig], dict]] = {
     "percentile": lambda config: {"percentile": config.calibrate_percentile},
+    "global_scale": lambda config: {"global_scale": config.global_scale},
 }
 
 
@@ -53,13 +54,13 @@ def assign_calibrators(state: QuantState, kinds, default: str,
 
 def candidate_qparams(observer: Observer, config: QConfig, nbit: int, symmetric: bool):
     return {name: observer.as_calibrator(name, **observer_kwargs(name, config))
-            .compute_qparams(nbit, symmetric) for name in OBSERVERS}
+            .compute_qparams(nbit, symmetric) for name in AUTO_CANDIDATES}
 
 
 def least_error(errors: Dict[str, float]) -> str:
-    """The calibrator with the smallest error; a tie goes to the simplest, in OBSERVERS' order
-    (max before power2, percentile, l2, kl): e.g. KL that keeps the whole range *is* max."""
-    order = list(OBSERVERS)
+    """The calibrator with the smallest error; a tie goes to the simplest, in AUTO_CANDIDATES'
+    order (max before power2, percentile, l2, kl): e.g. KL that keeps the whole range *is* max."""
+    order = list(AUTO_CANDIDATES)
     return min(errors, key=lambda name: (errors[name], order.index(name)))
 
 
