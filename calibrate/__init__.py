@@ -12,6 +12,7 @@ the data. ``state_dict()`` / ``Observer.from_state_dict`` carry an observer's st
 arrays, versioned) to another process or a file.
 """
 from .histogram import PowerOfTwoHistogram
+from .scales import range_to_qparams, threshold_to_scale
 from .observers import (
     AUTO_CANDIDATES,
     OBSERVERS,
@@ -27,8 +28,6 @@ from .observers import (
     PercentileObserver,
     Power2Observer,
     make_observer,
-    range_to_qparams,
-    threshold_to_scale,
 )
 
 __all__ = [

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import thresholds
 from .histogram import PowerOfTwoHistogram
+from .scales import qmax_for, range_to_qparams, threshold_to_scale
 
 
 class CalibrationError(ValueError):
@@ -16,11 +17,6 @@ class CalibrationError(ValueError):
 # Bump when the fields of ``state_dict`` change: a state saved by another version (a cache on
 # disk, a worker running other code) is refused instead of being read wrongly.
 STATE_VERSION = 1
-
-
-def qmax_for(nbit: int, signed: bool = True) -> int:
-    """Largest quantized magnitude: symmetric signed uses [-(2^(b-1)-1), 2^(b-1)-1]."""
-    return 2 ** (nbit - 1) - 1 if signed else 2**nbit - 1
 
 
 class Observer:
@@ -184,32 +180,6 @@ class Observer:
         return range_to_qparams(lo, hi, nbit)
 
 
-def threshold_to_scale(threshold, nbit: int, signed: bool = True) -> np.ndarray:
-    """Scale mapping threshold T onto the largest quantized value; all-zero data gives 1/qmax.
-
-    A zero threshold would give scale 0 (division by zero downstream); any positive scale
-    represents an all-zero tensor exactly, so use T=1.
-    """
-    threshold = np.asarray(threshold, np.float64)
-    threshold = np.where(threshold > 0, threshold, 1.0)
-    return threshold / qmax_for(nbit, signed)
-
-
-def range_to_qparams(lo, hi, nbit: int):
-    """Asymmetric (scale, zero_point) for the range [lo, hi] (lo <= 0 <= hi) on [0, 2^b-1].
-
-    The zero point is rounded, so real 0 is exact (zero padding and ReLU stay exact); an
-    empty range (all zeros) gets scale 1/qmax like the symmetric case.
-    """
-    lo = np.minimum(np.asarray(lo, np.float64), 0.0)
-    hi = np.maximum(np.asarray(hi, np.float64), 0.0)
-    qmax = qmax_for(nbit, signed=False)
-    width = np.where(hi - lo > 0, hi - lo, 1.0)
-    scale = width / qmax
-    zero_point = np.clip(np.floor(-lo / scale + 0.5), 0, qmax).astype(np.int64)
-    return scale, zero_point
-
-
 class MaxObserver(Observer):
     """Scale = max|x| / qmax: nothing clipped, resolution spent on the extremes."""
 
@@ -360,6 +330,13 @@ class GlobalScaleObserver(Observer):
         super().__init__(point, axis)
         self.global_scale = float(global_scale)
 
+    @classmethod
+    def _init_kwargs(cls, state: Dict[str, object]) -> Dict[str, object]:
+        return {"global_scale": float(state["global_scale"])}
+
+    def _extra_state(self) -> Dict[str, object]:
+        return {"global_scale": float(self.global_scale)}
+
     def compute_threshold(self, nbit: int = 8, signed: bool = True) -> np.ndarray:
         # one value per channel once channels are known, else a scalar (callers broadcast)
         return np.full(np.shape(self.min) if self.min is not None else (), self.global_scale)
@@ -384,10 +361,9 @@ OBSERVERS: Dict[str, Type[Observer]] = {
 AUTO_CANDIDATES: Tuple[str, ...] = tuple(name for name, cls in OBSERVERS.items() if cls.reads_data)
 
 
-# Every observer type a state may name (HistogramObserver is auto's holder, not a calibrator).
+# Every observer type a state may name: the calibrators and auto's holder, HistogramObserver
 STATE_TYPES: Dict[str, Type[Observer]] = {
-    cls.__name__: cls for cls in (MaxObserver, Power2Observer, HistogramObserver, PercentileObserver,
-                                  L2Observer, KLObserver)
+    cls.__name__: cls for cls in (*OBSERVERS.values(), HistogramObserver)
 }
 
 

@@ -73,7 +73,7 @@ def test_no_data_and_unknown_name():
 
 
 # -- state that travels between processes and to disk ---------------------------------------
-state_types = st.sampled_from(["max", "power2", "percentile", "l2", "kl", "histogram"])
+state_types = st.sampled_from(sorted(OBSERVERS) + ["histogram"])
 channel_batches = arrays(np.float32, st.tuples(st.integers(1, 3), st.just(4), st.integers(1, 5)),
                          elements=values)
 
