@@ -105,6 +105,77 @@ def torch_via_export(net_cls, size=32):
     return mod, params, x
 
 
+# MobileNetV3 (Howard et al. 2019), as GluonCV builds it: mxnet 1.9's own model zoo has no v3
+# and GluonCV does not import beside torch 2. (kernel, expansion, out, squeeze-excite,
+# activation, stride) per bottleneck; then the last 1x1 conv and the 1x1 head conv.
+MOBILENET_V3 = {
+    "small": ([(3, 16, 16, True, "relu", 2), (3, 72, 24, False, "relu", 2),
+               (3, 88, 24, False, "relu", 1), (5, 96, 40, True, "hswish", 2),
+               (5, 240, 40, True, "hswish", 1), (5, 120, 48, True, "hswish", 1),
+               (5, 288, 96, True, "hswish", 2), (5, 576, 96, True, "hswish", 1)], 576, 1024),
+    "large": ([(3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2),
+               (3, 72, 24, False, "relu", 1), (5, 72, 40, True, "relu", 2),
+               (5, 120, 40, True, "relu", 1), (3, 240, 80, False, "hswish", 2),
+               (3, 184, 80, False, "hswish", 1), (3, 480, 112, True, "hswish", 1),
+               (5, 672, 160, True, "hswish", 2), (5, 960, 160, True, "hswish", 1)], 960, 1280),
+}
+
+
+def mobilenet_v3(size: str, classes: int = 1000):
+    from mxnet.gluon import nn as gnn
+
+    def act(kind):
+        return gnn.Activation("relu") if kind == "relu" else HardSwish()
+
+    class HardSwish(gnn.HybridBlock):
+        def hybrid_forward(self, F, x):
+            return x * F.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+    class SqueezeExciteGluon(gnn.HybridBlock):
+        def __init__(self, channels, **kwargs):
+            super().__init__(**kwargs)
+            with self.name_scope():
+                self.reduce = gnn.Conv2D(channels // 4, 1, in_channels=channels)
+                self.expand = gnn.Conv2D(channels, 1, in_channels=channels // 4)
+
+        def hybrid_forward(self, F, x):
+            w = self.expand(F.relu(self.reduce(F.contrib.AdaptiveAvgPooling2D(x, output_size=1))))
+            return F.broadcast_mul(x, F.clip(w + 3.0, 0.0, 6.0) / 6.0)  # hard sigmoid
+
+    class Bottleneck(gnn.HybridBlock):
+        def __init__(self, cin, k, exp, cout, se, kind, stride, **kwargs):
+            super().__init__(**kwargs)
+            self.residual = stride == 1 and cin == cout
+            with self.name_scope():
+                self.body = gnn.HybridSequential()
+                if exp != cin:
+                    self.body.add(gnn.Conv2D(exp, 1, use_bias=False, in_channels=cin),
+                                  gnn.BatchNorm(in_channels=exp), act(kind))
+                self.body.add(gnn.Conv2D(exp, k, stride, k // 2, groups=exp, use_bias=False,
+                                         in_channels=exp), gnn.BatchNorm(in_channels=exp), act(kind))
+                if se:
+                    self.body.add(SqueezeExciteGluon(exp))
+                self.body.add(gnn.Conv2D(cout, 1, use_bias=False, in_channels=exp),
+                              gnn.BatchNorm(in_channels=cout))
+
+        def hybrid_forward(self, F, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    blocks, last, head = MOBILENET_V3[size]
+    net = gnn.HybridSequential(prefix=f"mobilenetv3_{size}_")
+    with net.name_scope():
+        net.add(gnn.Conv2D(16, 3, 2, 1, use_bias=False, in_channels=3), gnn.BatchNorm(in_channels=16),
+                HardSwish())
+        cin = 16
+        for k, exp, cout, se, kind, stride in blocks:
+            net.add(Bottleneck(cin, k, exp, cout, se, kind, stride))
+            cin = cout
+        net.add(gnn.Conv2D(last, 1, use_bias=False, in_channels=cin), gnn.BatchNorm(in_channels=last),
+                HardSwish(), gnn.GlobalAvgPool2D(), gnn.Conv2D(head, 1, in_channels=last), HardSwish(),
+                gnn.Flatten(), gnn.Dense(classes, in_units=head))
+    return net
+
+
 def gluon(name, size=224, **kwargs):
     """A Gluon model-zoo CNN with random weights through tvm_quant_ext.frontend.from_mxnet."""
     import mxnet as mx
@@ -113,7 +184,10 @@ def gluon(name, size=224, **kwargs):
     from tvm_quant_ext.frontend import from_mxnet
 
     mx.random.seed(0)
-    net = vision.get_model(name, pretrained=False, **kwargs)
+    if name.startswith("mobilenetv3_"):
+        net = mobilenet_v3(name.split("_")[1])
+    else:
+        net = vision.get_model(name, pretrained=False, **kwargs)
     net.initialize(mx.init.Xavier())
     x = _example((1, 3, size, size))
     net(mx.nd.array(x))

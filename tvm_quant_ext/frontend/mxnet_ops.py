@@ -178,6 +178,13 @@ def _pooling(bb, node, inputs):
     return relax.op.nn.avg_pool2d(data, count_include_pad=bool(node.get("count_include_pad", True)), **common)
 
 
+@register_converter("_contrib_AdaptiveAvgPooling2D")
+def _adaptive_avg_pool(bb, node, inputs):
+    # GluonCV's squeeze-excite blocks pool with this op; output_size is one int or (h, w)
+    size = _pair(node.get("output_size", 1))
+    return relax.op.nn.adaptive_avg_pool2d(inputs[0], size)
+
+
 def _flatten(data):
     shape = _shape(data)
     return relax.op.reshape(data, (shape[0], int(np.prod(shape[1:]))))
