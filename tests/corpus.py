@@ -75,34 +75,58 @@ def _example(shape):
     return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
-def torch_via_stock_onnx(net_cls, size=32):
-    """torch.onnx.export, then TVM's own ONNX importer (no project fix applied)."""
-    import onnx
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
-
+def _exported_onnx(net_cls, size, batch, import_file):
     torch.manual_seed(0)
     net = _randomize_batchnorm(net_cls())
-    x = _example((BATCH, 3, size, size))
+    x = _example((batch, 3, size, size))
     with tempfile.TemporaryDirectory() as td:
         path = os.path.join(td, "net.onnx")
         torch.onnx.export(net, (torch.from_numpy(x),), path, opset_version=17, dynamo=False,
                           input_names=["input"])
-        mod = from_onnx(onnx.load(path), keep_params_in_input=True)
+        return import_file(path) + (x,)
+
+
+def _stock_onnx_import(path):
+    import onnx
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod = from_onnx(onnx.load(path), keep_params_in_input=True)
     mod, detached = relax.frontend.detach_params(mod)
     weights = list(mod["main"].params)[1:]
-    return mod, {v.name: a.numpy() for v, a in zip(weights, detached["main"])}, x
+    return mod, {v.name: a.numpy() for v, a in zip(weights, detached["main"])}
 
 
-def torch_via_export(net_cls, size=32):
+def torch_via_stock_onnx(net_cls, size=32, batch=BATCH):
+    """torch.onnx.export, then TVM's own ONNX importer (no project fix applied)."""
+    return _exported_onnx(net_cls, size, batch, _stock_onnx_import)
+
+
+def torch_via_onnx(net_cls, size=32, batch=BATCH):
+    """torch.onnx.export, then tvm_quant_ext.frontend.from_onnx (which folds the shape
+    arithmetic TVM's importer refuses, e.g. EfficientNet-Lite's computed "same" padding)."""
+    from tvm_quant_ext.frontend import from_onnx
+
+    return _exported_onnx(net_cls, size, batch, lambda path: from_onnx(path))
+
+
+def torch_via_export(net_cls, size=32, batch=BATCH):
     """torch.export, then tvm_quant_ext.frontend.from_exported_program."""
     from tvm_quant_ext.frontend import from_exported_program
 
     torch.manual_seed(0)
     net = _randomize_batchnorm(net_cls())
-    x = _example((BATCH, 3, size, size))
+    x = _example((batch, 3, size, size))
     mod, params = from_exported_program(torch.export.export(net, (torch.from_numpy(x),)))
     return mod, params, x
+
+
+def efficientnet_lite(index):
+    """EfficientNet-Lite<index> (efficientnet-lite-pytorch, random init) and its input size."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    name = f"efficientnet-lite{index}"
+    return (lambda: EfficientNet.from_name(name)), EfficientNet.get_image_size(name)
 
 
 # MobileNetV3 (Howard et al. 2019), as GluonCV builds it: mxnet 1.9's own model zoo has no v3
@@ -195,21 +219,6 @@ def gluon(name, size=224, **kwargs):
     return mod, params, x
 
 
-def efficientnet_lite(index):
-    """EfficientNet-Lite<index> (efficientnet-lite-pytorch, random init) at its own input size."""
-    from efficientnet_lite_pytorch import EfficientNet
-
-    from tvm_quant_ext.frontend import from_torch
-
-    name = f"efficientnet-lite{index}"
-    size = EfficientNet.get_image_size(name)
-    torch.manual_seed(0)
-    net = EfficientNet.from_name(name).eval()
-    x = _example((1, 3, size, size))
-    mod, params = from_torch(net, x)
-    return mod, params, x
-
-
 CASES = {
     "mobilenet_relu6/stock_onnx": lambda: torch_via_stock_onnx(MobileNetReLU6),
     "mobilenet_relu6/export": lambda: torch_via_export(MobileNetReLU6),
@@ -222,4 +231,6 @@ GLUON = ["resnet18_v1", "resnet50_v1", "resnet18_v2", "resnet50_v2", "mobilenet1
          "densenet121", "vgg11_bn", "alexnet"]
 CASES.update({f"{name}/mxnet": (lambda name=name: gluon(name)) for name in GLUON})
 CASES["inceptionv3/mxnet"] = lambda: gluon("inceptionv3", size=299)
-CASES.update({f"efficientnet_lite{i}/onnx": (lambda i=i: efficientnet_lite(i)) for i in range(5)})
+for _i in range(5):
+    CASES[f"efficientnet_lite{_i}/onnx"] = lambda i=_i: torch_via_onnx(*efficientnet_lite(i), batch=1)
+    CASES[f"efficientnet_lite{_i}/export"] = lambda i=_i: torch_via_export(*efficientnet_lite(i), batch=1)

@@ -102,3 +102,34 @@ def test_from_onnx_two_data_inputs_and_shape():
     compiled = tvm_quant_ext.build(relax.transform.BindParams("main", params)(mod), "llvm")
     a, b = (np.random.RandomState(s).normal(size=(4, 3)).astype("float32") * 4 for s in (2, 3))
     np.testing.assert_allclose(compiled(a, b), np.clip((a + b) @ w, 0, 6), rtol=1e-5, atol=1e-5)
+
+
+def test_shape_computed_padding_is_folded_before_import(tmp_path):
+    """TorchScript exports "same" padding computed from the input shape as Shape -> ... -> Pad,
+    which TVM's importer refuses; from_onnx folds it with ONNX Runtime first."""
+    import onnxruntime as ort
+    from tvm.relax.frontend.onnx import from_onnx as stock_from_onnx
+
+    from tvm_quant_ext.frontend.onnx_fold import needs_folding
+
+    class SamePad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+
+        def forward(self, x):
+            pad = max((x.shape[-1] + 1) // 2 * 2 - x.shape[-1] + 1, 0)  # from the shape
+            return self.conv(torch.nn.functional.pad(x, [pad // 2, pad - pad // 2] * 2))
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 9, 9)).astype(np.float32)
+    path = str(tmp_path / "same.onnx")
+    torch.onnx.export(SamePad().eval(), (torch.from_numpy(x),), path, opset_version=17, dynamo=False,
+                      input_names=["input"])
+    model = onnx.load(path)
+    assert needs_folding(model)
+    with pytest.raises(ValueError, match="Dynamic pads"):
+        stock_from_onnx(model)
+    mod, params = from_onnx(path)
+    got = tvm_quant_ext.build(relax.transform.BindParams("main", params)(mod))(x)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -17,6 +17,8 @@ The fixes, applied to a copy of the model (the caller's ModelProto is left as it
   or non-float initializers (Clip bounds, Reshape shapes) are inlined as ONNX ``Constant``
   nodes, so they become Relax constants and the only function parameters are the data inputs
   and the weights.
+* Shape arithmetic where TVM's importer needs constants (a Pad computed from the input's
+  shape) is folded by ONNX Runtime's basic optimizer first (:mod:`.onnx_fold`).
 * ONNX ``Clip`` with constant bounds (ReLU6) is imported as ``R.clip(x, lo, hi)`` instead of
   the importer's default ``call_tir(maximum)`` / ``call_tir(minimum)`` pair (plus ``isnan`` /
   ``where`` guards), so activations stay recognisable Relax operators for the quantization
@@ -32,6 +34,8 @@ from typing import TYPE_CHECKING, Dict, Iterable, Optional, Sequence, Tuple, Uni
 import numpy as np
 import onnx
 from onnx import helper
+
+from .onnx_fold import fold_with_onnxruntime, needs_folding
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -244,6 +248,8 @@ def from_onnx(model: Union[str, onnx.ModelProto], shape: Optional[Dict[str, Sequ
         proto.CopyFrom(model)
     else:
         proto = onnx.load(model)
+    if needs_folding(proto):  # shape arithmetic TVM's importer cannot take (onnx_fold.py)
+        proto = fold_with_onnxruntime(proto, shape)
     name_initializers(proto, module_names)
     shape_dict = None if shape is None else {k: list(v) for k, v in shape.items()}
     with warnings.catch_warnings():

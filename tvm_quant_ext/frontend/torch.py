@@ -28,6 +28,7 @@ import torch
 
 from ..files import atomic_write
 from .onnx import from_onnx, name_initializers
+from .onnx_fold import fold_with_onnxruntime
 
 if TYPE_CHECKING:  # pragma: no cover
     import tvm
@@ -43,11 +44,8 @@ def _example_tensor(example) -> "torch.Tensor":
 
 def export_onnx(module, example, path: str) -> None:
     """Write ``module`` (eval mode) as an optimized ONNX file at ``path`` for inputs like ``example``."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as td:
         raw = os.path.join(td, "raw.onnx")
-        opt = os.path.join(td, "opt.onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -60,11 +58,7 @@ def export_onnx(module, example, path: str) -> None:
                 input_names=["input"],
                 output_names=["logits"],
             )
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        so.optimized_model_filepath = opt
-        ort.InferenceSession(raw, so, providers=["CPUExecutionProvider"])
-        model = onnx.load(opt)
+        model = fold_with_onnxruntime(onnx.load(raw))
     name_initializers(model, _module_names(module))
     onnx.checker.check_model(model)
     atomic_write(path, lambda tmp: onnx.save(model, tmp))

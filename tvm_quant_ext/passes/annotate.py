@@ -213,6 +213,22 @@ def _annotate_passthrough(ctx: AnnotateContext, name: str, call):
     return call
 
 
+def is_zero_pad(call) -> bool:
+    """Constant padding with 0: real 0 is exactly a code (the zero point), so the padded
+    tensor stays on its input's grid."""
+    return str(call.attrs.pad_mode) == "constant" and float(call.attrs.pad_value) == 0.0
+
+
+@register_annotate("relax.nn.pad")
+def _annotate_pad(ctx: AnnotateContext, name: str, call):
+    """Zero padding (torch.export spells a conv's padding this way) passes codes through like a
+    reshape; other padding (reflect, a nonzero value) is not on the grid and stays float."""
+    if not is_zero_pad(call):
+        return ctx.keep_float(name, call, f"pad_mode={call.attrs.pad_mode}, "
+                                          f"pad_value={call.attrs.pad_value}")
+    return _annotate_passthrough(ctx, name, call)
+
+
 @register_annotate("relax.clip")
 def _annotate_clip(ctx: AnnotateContext, name: str, call):
     """ReLU6: applied to the float/accumulator value; its output gets the next point.

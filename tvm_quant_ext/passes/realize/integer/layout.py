@@ -10,6 +10,7 @@ import numpy as np
 from tvm import relax
 
 from ....graph import shape_of
+from ...annotate import is_zero_pad
 from .qvalue import NoIntegerRule, QValue, compact, on_axis
 from .realizer import IntegerRealizer, register_integer
 
@@ -43,6 +44,32 @@ def _reshape(r: IntegerRealizer, var, call) -> QValue:
 def _permute(r: IntegerRealizer, var, call) -> QValue:
     axes = None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
     return _reshape_like(r, var, call, lambda a: np.transpose(a, axes))
+
+
+@register_integer("relax.nn.pad")
+def _pad(r: IntegerRealizer, var, call) -> QValue:
+    """Zero padding of codes: the pad value is the code of real 0, the zero point. The scale
+    must not vary along a padded axis (per-channel scales on an unpadded channel axis do not)."""
+    if not is_zero_pad(call):
+        raise NoIntegerRule(f"pad_mode={call.attrs.pad_mode}, pad_value={call.attrs.pad_value}")
+    v = r.value(call.args[0])
+    if v.const is not None:
+        raise NoIntegerRule("padding a constant")
+    # the pad code p must mean real 0: clip((p + offset - zero_point) * scale) == 0
+    if v.offset is not None and np.asarray(v.offset).ndim:
+        raise NoIntegerRule("padding a value with a per-element offset")
+    if not v.clip[0] <= 0 <= v.clip[1]:
+        raise NoIntegerRule(f"padding a value clipped to {v.clip}, which excludes 0")
+    pad_code = v.zero_point - (0 if v.offset is None else int(v.offset))
+    widths = [int(w) for w in call.attrs.pad_width]
+    padded = {axis for axis in range(len(widths) // 2) if widths[2 * axis] or widths[2 * axis + 1]}
+    scale = np.asarray(v.scale)
+    rank = len(shape_of(call.args[0]))
+    if scale.ndim and any(scale.shape[axis - rank + scale.ndim] != 1 for axis in padded
+                          if axis - rank + scale.ndim >= 0):
+        raise NoIntegerRule("a scale that varies along a padded axis")
+    expr = relax.op.nn.pad(v.expr, widths, pad_value=float(pad_code))
+    return dataclasses.replace(v, expr=expr)
 
 
 @register_integer("relax.concat")
