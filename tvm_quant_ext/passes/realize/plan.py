@@ -22,6 +22,14 @@ from ...points import QuantState, parse_marker
 from ..calibrators import assign_calibrators, weight_scale_for
 
 
+# Simulate computes in float64: float32 (24-bit significand) cannot resolve the rounding of
+# an 8-bit requantize near ties, and one flipped code is amplified by the next layers
+# (EfficientNet-Lite0: up to 24 LSB apart from integer mode after 50 layers). In float64 the
+# float arithmetic is exact enough that simulate and integer realize compute the same codes;
+# integer mode quantizes float tensors in float64 too.
+SIMULATE_DTYPE = "float64"
+
+
 @dataclass
 class LayerPlan:
     """Final quantization of one layer's constants."""

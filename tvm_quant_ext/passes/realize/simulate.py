@@ -17,14 +17,9 @@ from ... import qmath
 from ...config import QKind
 from ...graph import BindingRewriter, GraphError, const_value, make_const, registrar
 from ...points import QPoint, make_marker, parse_marker
-from .plan import RealizeContext, emit_codes, scalar
+from .plan import SIMULATE_DTYPE, RealizeContext, emit_codes, scalar
 
 
-# Simulate computes in float64: float32 (24-bit significand) cannot resolve the rounding of
-# an 8-bit requantize near ties, and one flipped code is amplified by the next layers
-# (EfficientNet-Lite0: up to 24 LSB apart from integer mode after 50 layers). In float64 the
-# float arithmetic is exact enough that simulate and integer realize compute the same codes.
-SIMULATE_DTYPE = "float64"
 
 
 RealizeRule = Callable[[RealizeContext, relax.BlockBuilder, relax.Expr, QPoint], relax.Expr]

@@ -18,7 +18,7 @@ from ....config import QConfig, QKind
 from ....fixed_point import codes_dtype, fixed_point
 from ....graph import BindingRewriter, make_const, op_name, registrar, substitute
 from ....points import QPoint, QuantState, parse_marker
-from ..plan import RealizeContext, emit_codes
+from ..plan import SIMULATE_DTYPE, RealizeContext, emit_codes
 from .qvalue import INF, NoIntegerRule, QValue, clip_bounds, compact, vars_in, zero_if_none
 
 
@@ -130,7 +130,10 @@ class IntegerRealizer(BindingRewriter):
         return relax.op.right_shift(x, self.const(rshift, "int64"))
 
     def quantize_float(self, tensor, scale: float, zero_point: int, name: str) -> relax.Var:
-        # the exact float ops simulate emits
+        # the exact float ops simulate emits, in simulate's float64: x / s computed in float32
+        # rounds differently near ties, and one flipped input code is amplified downstream
+        if str(tensor.ty.dtype) != SIMULATE_DTYPE:
+            tensor = self.emit(relax.op.astype(tensor, SIMULATE_DTYPE), f"{name}.f64")
         codes = emit_codes(self.bb, tensor, scale, zero_point, self.qmin, self.qmax, name)
         return self.emit(relax.op.astype(codes, self.codes_dtype), name)
 
