@@ -98,3 +98,35 @@ def test_config_file_and_flags(user_files, tmp_path, capsys):
     assert cli.main(["quantize", onnx_path, "--input-shape", "input=1,3,64,64", "--calib", photos,
                      "--config", str(config), "-o", out]) == 2
     assert "unknown QConfig key(s) ['nbit_bais']" in capsys.readouterr().err
+
+
+def test_quantize_a_torch_export_program_and_an_mxnet_symbol(user_files, tmp_path, capsys):
+    import mxnet as mx
+    from mxnet.gluon import nn as gnn
+
+    root, onnx_path, photos = user_files
+    torch.manual_seed(0)
+    net = _randomize_batchnorm(MobileNetReLU6())
+    program = str(tmp_path / "net.pt2")
+    torch.export.save(torch.export.export(net, (torch.randn(1, 3, 64, 64),)), program)
+    assert cli.main(["quantize", program, "--calib", photos, "-o", str(tmp_path / "pt2")]) == 0
+    report = json.load(open(tmp_path / "pt2.json"))
+    # torch's module names ("stem.0"), spelled as Relax binding names
+    assert "stem_0.weight" in {p["id"] for p in report["points"]}
+    assert cli.main(["quantize", program, "--input-shape", "x=2,3,64,64", "--calib", photos,
+                     "-o", str(tmp_path / "pt2")]) == 2
+    assert "shapes are fixed when it is exported" in capsys.readouterr().err
+
+    gluon = gnn.HybridSequential(prefix="net_")
+    with gluon.name_scope():
+        gluon.add(gnn.Conv2D(8, 3, in_channels=3), gnn.BatchNorm(in_channels=8),
+                  gnn.Activation("relu"), gnn.GlobalAvgPool2D(), gnn.Dense(4, in_units=8))
+    gluon.initialize()
+    gluon.hybridize()
+    gluon(mx.nd.ones((1, 3, 64, 64)))
+    gluon.export(str(tmp_path / "gluon"))
+    assert cli.main(["quantize", str(tmp_path / "gluon-symbol.json"), "--params",
+                     str(tmp_path / "gluon-0000.params"), "--input-shape", "data=1,3,64,64",
+                     "--calib", photos, "--preprocess", "inception", "--mode", "integer",
+                     "-o", str(tmp_path / "gluon_q")]) == 0
+    assert os.path.getsize(tmp_path / "gluon_q.so") > 0
