@@ -61,6 +61,31 @@ ROWS = [
 ROW_KEYS = [r[0] for r in ROWS]
 
 
+class OtherLoad:
+    """CPU time other processes took while the bench ran: /proc/stat's busy time minus this
+    process's and its (finished) children's, as a share of the CPUs. The load average cannot
+    tell: the bench itself keeps its threads busy."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system | irq softirq steal
+        t = os.times()
+        return (time.monotonic(), busy / os.sysconf("SC_CLK_TCK"),
+                t.user + t.system + t.children_user + t.children_system)
+
+    def share(self) -> Optional[float]:
+        try:
+            (w0, b0, o0), (w1, b1, o1) = self.start, self._snapshot()
+        except (OSError, ValueError, IndexError):
+            return None
+        return max(0.0, (b1 - b0) - (o1 - o0)) / max(1e-9, (w1 - w0) * (os.cpu_count() or 1))
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -199,7 +224,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     command = "python scripts/bench_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    load_start = os.getloadavg()
+    load_start, other = os.getloadavg(), OtherLoad()
     ov_python, ov_why = None, "no OpenVINO row selected"
     versions = {}
     if any(k.startswith("ov_") for k in args.rows):
@@ -221,17 +246,19 @@ def main(argv=None):
                               if k in args.rows])
                 continue
             cases.append(run_case(args, manifest, ov_python, ov_why, versions))
-            text = write(args, cases, command, peak, peak_how, load_start, versions, start)
-    text = write(args, cases, command, peak, peak_how, load_start, versions, start)
+            text = write(args, cases, command, peak, peak_how, (load_start, other), versions, start)
+    text = write(args, cases, command, peak, peak_how, (load_start, other), versions, start)
     print(text)
 
 
-def write(args, cases, command, peak, peak_how, load_start, versions, start) -> str:
-    load_end = os.getloadavg()
+def write(args, cases, command, peak, peak_how, load, versions, start) -> str:
+    load_start, other = load[0], load[1].share()
     facts = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "load average (1 min) at start / now": f"{load_start[0]:.2f} / {load_end[0]:.2f}",
+        "load average (1 min) before the bench": f"{load_start[0]:.2f}",
+        "CPU time taken by other processes during the bench":
+            "n/a" if other is None else f"{100 * other:.1f}% of the CPUs",
         "threads per runtime": args.threads,
         "timing": f"{args.rounds} rounds x up to {args.runs} runs per row, one worker process "
                   f"per row, one computing at a time, blocks capped at {args.max_block_s:.0f} s",
@@ -242,10 +269,11 @@ def write(args, cases, command, peak, peak_how, load_start, versions, start) -> 
         "wall time": f"{(time.perf_counter() - start) / 60:.1f} min",
     }
     note = None
-    if max(load_start[0], load_end[0]) > 0.5:
-        note = (f"**Not a result**: the load average was {load_start[0]:.2f} at the start and "
-                f"{load_end[0]:.2f} at the end; other processes shared the CPUs, so these times "
-                "are inflated and noisy. Rerun on a quiet machine.")
+    if load_start[0] > 0.5 or other is None or other > 0.05:
+        share = "unknown" if other is None else f"{100 * other:.0f}%"
+        note = (f"**Not a result**: the load average was {load_start[0]:.2f} before the bench and "
+                f"other processes took {share} of the CPUs during it; these times are inflated "
+                "and noisy. Rerun on a quiet machine.")
     text = report.markdown(cases, {"peak": peak, "command": command, "facts": facts, "note": note})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -74,6 +74,34 @@ SUMMARY = ("| model | batch | tvm_quant_ext int8 ms | fastest ORT int8 ms | Open
            "| TVM speed vs ORT int8 | TVM speed vs OpenVINO int8 |\n|---|---|---|---|---|---|---|")
 
 
+METHOD = """\
+How (scripts/bench_cpu.py, helpers in scripts/bench_workers/):
+
+- Every row is its own worker process with one session; only one computes at a time (the
+  driver sends one worker a block of runs while the others sleep blocked on their pipes, then
+  pauses so that worker's spinning threads go idle). Rounds visit every row once, in an order
+  rotated by one per round. Each block: one untimed warm-up, then the timed runs.
+- Median = median of every timed run of the row; the spread is the lowest and highest block
+  median. A call is each runtime's numpy API (input copied in, outputs copied out).
+- G MAC/s = the batch's multiply-accumulates of Conv (depthwise included) and Gemm / MatMul,
+  counted on the ONNX graph, over the median; % of VNNI peak = that over the measured
+  `vpdpbusd` microkernel's rate with the same threads (the int8 ceiling; fp32 rows have a lower
+  one).
+- Same ONNX file for every runtime, same calibration batches for every quantizer.
+  tvm_quant_ext int8: `QConfig(mode="integer")` (per-channel int8 weights, max calibration,
+  symmetric int8 activations, 32-bit bias) built
+  with `tvm_quant_ext.build` on the VNNI kernels, no tuning; TVM fp32 is untuned (TVM's default
+  schedules), a reference only. ONNX Runtime: `quantize_static`, per-channel int8 weights,
+  MinMax calibration, all four activation-type x format forms; sessions with intra-op threads
+  = the thread count, inter-op 1. OpenVINO: `INFERENCE_NUM_THREADS`, one stream, latency
+  hint; "default hint" is whatever precision OpenVINO picks (bf16 on a CPU with AVX512_BF16);
+  int8 = `nncf.quantize` (defaults, every calibration batch), default precision hint.
+- ResNet-50 v2, MobileNetV2 and the conv layer have random weights (speed only); Lite0 and the
+  MNIST CNN are the zoo's real models, calibrated on the zoo's images (the 224x224 models all
+  use Lite0's photos).
+"""
+
+
 def markdown(cases: List[List[dict]], meta: dict) -> str:
     peak = meta.get("peak")
     out = ["# CPU benchmark (scripts/bench_cpu.py)", ""]
@@ -81,7 +109,7 @@ def markdown(cases: List[List[dict]], meta: dict) -> str:
         out += [meta["note"], ""]
     out += [f"`{meta['command']}`", ""]
     out += [f"- {k}: {v}" for k, v in meta["facts"].items()]
-    out += ["", "Speed vs a peer = peer's median / TVM's median (above 1: TVM is faster).", "",
+    out += ["", METHOD, "Speed vs a peer = peer's median / TVM's median (above 1: TVM is faster).", "",
             SUMMARY]
     out += [line for case in cases if (line := summary_line(case))]
     out += ["", HEADER]
