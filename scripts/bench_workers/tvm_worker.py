@@ -16,6 +16,7 @@ from bench_workers.protocol import serve
 def load(spec: dict):
     # the thread pool reads TVM_NUM_THREADS when tvm is imported: set it first
     os.environ["TVM_NUM_THREADS"] = str(spec["threads"])
+    import tvm
     import tvm_quant_ext
     from tvm_quant_ext import QConfig, passes
 
@@ -33,7 +34,7 @@ def load(spec: dict):
         raise ValueError(f"precision {spec['precision']!r}: fp32 or int8")
     model = tvm_quant_ext.build(mod, spec["target"])
     x = np.ascontiguousarray(calib[0])
-    return (lambda: model(x)), {"tvm": __import__("tvm").__version__}
+    return (lambda: model(x)), {"tvm": tvm.__version__}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 /* The CPU's int8 multiply-accumulate peak: each thread runs ACC independent vpdpbusd chains
- * (zmm, 64 u8 x s8 multiply-adds per instruction) on register operands, no memory traffic, so
- * only the instruction's throughput limits it. ACC chains hide the instruction's latency
- * (latency x instructions per cycle is well under 16 on current x86 cores).
+ * on register operands, no memory traffic, so only the instruction's throughput limits it.
+ * Compile with -DWIDTH=512 (zmm, 64 u8 x s8 multiply-adds per instruction) or -DWIDTH=256 (ymm,
+ * 32; some cores issue two of those per cycle but one zmm) and -DACC=chains: enough chains hide
+ * the instruction's latency, too many spill registers; peak.py runs a few and keeps the best.
  *
  *   vnni_peak THREADS SECONDS REPEATS  ->  one line: {"threads": T, "gmacs": [per repeat]}
  */
@@ -11,22 +12,39 @@
 #include <stdlib.h>
 #include <time.h>
 
+#ifndef ACC
 #define ACC 16
+#endif
+#ifndef WIDTH
+#define WIDTH 512
+#endif
+#if WIDTH == 512
+typedef __m512i vec;
+#define SET1 _mm512_set1_epi32
+#define DPBUSD _mm512_dpbusd_epi32
+#define FIRST(v) _mm512_reduce_add_epi32(v)
+#else
+typedef __m256i vec;
+#define SET1 _mm256_set1_epi32
+#define DPBUSD _mm256_dpbusd_epi32
+#define FIRST(v) _mm256_extract_epi32(v, 0)
+#endif
+#define MACS_PER_INSTR (WIDTH / 8)
 
 typedef struct { long iters; int seed; long long sink; } job_t;
 
 static void *work(void *arg) {
     job_t *job = (job_t *)arg;
     /* operands from a runtime value, so the compiler cannot fold the chains away */
-    __m512i a = _mm512_set1_epi32(job->seed), b = _mm512_set1_epi32(job->seed * 7 + 1);
-    __m512i acc[ACC];
-    for (int i = 0; i < ACC; i++) acc[i] = _mm512_set1_epi32(i);
+    vec a = SET1(job->seed), b = SET1(job->seed * 7 + 1);
+    vec acc[ACC];
+    for (int i = 0; i < ACC; i++) acc[i] = SET1(i);
     for (long n = 0; n < job->iters; n++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < ACC; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+#pragma GCC unroll 32
+        for (int i = 0; i < ACC; i++) acc[i] = DPBUSD(acc[i], a, b);
     }
     long long sum = 0;
-    for (int i = 0; i < ACC; i++) sum += _mm512_reduce_add_epi32(acc[i]);
+    for (int i = 0; i < ACC; i++) sum += FIRST(acc[i]);
     job->sink = sum;
     return NULL;
 }
@@ -53,7 +71,7 @@ static double run(int threads, long iters, int seed) {
     }
     double elapsed = seconds() - start;
     if (sink == 42) fprintf(stderr, "\n"); /* keeps the result live */
-    return (double)threads * iters * ACC * 64 / elapsed / 1e9;
+    return (double)threads * iters * ACC * MACS_PER_INSTR / elapsed / 1e9;
 }
 
 int main(int argc, char **argv) {
@@ -70,7 +88,7 @@ int main(int argc, char **argv) {
     /* calibrate the iteration count on one short run so each repeat lasts about SECONDS */
     long iters = 100000;
     double rate = run(threads, iters, argc);
-    iters = (long)(target * rate * 1e9 / (threads * ACC * 64.0));
+    iters = (long)(target * rate * 1e9 / (threads * ACC * (double)MACS_PER_INSTR));
     if (iters < 1000) iters = 1000;
     printf("{\"threads\": %d, \"gmacs\": [", threads);
     for (int r = 0; r < repeats; r++) printf("%s%.1f", r ? ", " : "", run(threads, iters, argc + r));
