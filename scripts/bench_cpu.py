@@ -1,275 +1,286 @@
-"""CPU speed: TVM fp32 vs TVM int8 (integer realize) at the same MetaSchedule budget, and ONNX
-Runtime fp32 / int8 (quantize_static, QDQ, per channel), batch 1 and 8, in one run.
+"""CPU speed of tvm_quant_ext's int8 against ONNX Runtime and OpenVINO, one process per runtime.
 
-    python scripts/bench_cpu.py                       # all models, batch 1 and 8
-    python scripts/bench_cpu.py --models mnist_cnn --batches 1 --trials 8 --runs 20
+    python scripts/bench_cpu.py                                  # every model, batch 1 and 8
+    python scripts/bench_cpu.py --models efficientnet_lite0 resnet50_v2 --batches 1
+    python scripts/bench_cpu.py --quick                          # smoke test: MNIST CNN, tiny
 
-Models: the zoo's MNIST CNN and EfficientNet-Lite0 (their cached ONNX exports feed ONNX Runtime),
-ResNet-50 v2 (pre-activation, random weights: speed only) and one 3x3 conv layer (64 -> 64
-channels on 56x56), both exported from torch here. The int8 calibration uses the zoo's
-calibration images (random normal inputs for the random-weight models).
+Every row of the table (a runtime and precision) is its own worker process holding one session
+(``bench_workers/``): TVM's worker threads keep spinning after a call and slowed ONNX Runtime
+down 2.5x when both ran in one process. Only one worker computes at a time: the driver sends a
+block of runs to one worker and waits for its answer while the others sleep blocked on their
+pipes, then pauses ``--settle-ms`` so that worker's spinning threads go idle. Each round visits
+every row once, in an order rotated by one per round (no row always runs right after the same
+neighbour); ``--rounds`` rounds of ``--runs`` timed runs each (after one untimed warm-up per
+block), ``--threads`` threads for every runtime.
 
-Tuning databases are kept per (model, batch, precision, target) under --db-root, so a second run
-reuses them ("tune once offline"); the table reports the tuning seconds spent in this run.
-Writes docs/bench_cpu.md and prints it. Medians over --runs timed runs after one warm-up.
+Rows: tvm_quant_ext int8 (``QConfig(mode="integer")``, ``build`` on the VNNI kernels, untuned),
+TVM fp32 (untuned, a reference), ONNX Runtime fp32 and int8 in all four ``quantize_static`` forms
+(QDQ / QOperator x S8S8 / U8S8 activations, per-channel int8 weights; the fastest is marked),
+OpenVINO fp32 (``INFERENCE_PRECISION_HINT=f32``), OpenVINO's default hint (bf16 on a CPU with
+AVX512_BF16) and OpenVINO int8 (``nncf.quantize``). Every quantizer gets the same calibration
+batches and every runtime the same ONNX file. OpenVINO and NNCF run from the bench's own venv
+(``bench_workers/venv.py``, created on first use); a row that cannot run says why.
+
+Writes the table to --out (default docs/bench_cpu.md; --quick writes under the work folder) and
+the raw times to --out's .json twin, after every case, and prints the table.
 """
 from __future__ import annotations
 
 import argparse
-import glob
+import datetime
+import json
 import os
-import statistics
+import platform
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
-import numpy as np
+SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(SCRIPTS)
+sys.path.insert(0, SCRIPTS)
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench_workers import peak as vnni_peak  # noqa: E402
+from bench_workers import report, venv  # noqa: E402
+from bench_workers.prepare import ALL_MODELS  # noqa: E402  (stdlib + numpy at import)
+from bench_workers.protocol import Worker, WorkerError  # noqa: E402
 
-import tvm_quant_ext  # noqa: E402
-from tvm_quant_ext import QConfig, zoo  # noqa: E402
-from tvm_quant_ext import passes  # noqa: E402
-
-HOST_TARGET = {"kind": "llvm", "mcpu": "znver4"}
-INT8_SUFFIX = "_ort_int8_qdq_per_channel.onnx"  # ONNX Runtime's quantized copy, next to the fp32 file
-ALL_MODELS = ("conv3x3_64", "mnist_cnn", "efficientnet_lite0", "resnet50_v2")
-
-
-@dataclass
-class BenchModel:
-    name: str
-    onnx_path: str
-    mod: object                 # Relax module, weights as parameters
-    params: Dict[str, np.ndarray]
-    input_name: str
-    calib: List[np.ndarray]     # calibration batches (batch-shaped)
-
-
-# --------------------------------------------------------------------------- #
-# models
-# --------------------------------------------------------------------------- #
-def _resnet50_v2_torch():
-    """ResNet-50 v2 (He et al. 2016, pre-activation bottlenecks, as in MXNet gluon's
-    resnet50_v2): random weights, BN statistics randomised so the graph is not degenerate."""
-    import torch
-    from torch import nn
-
-    class Bottleneck(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            mid = cout // 4
-            self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, mid, 1, bias=False)
-            self.bn2, self.conv2 = nn.BatchNorm2d(mid), nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
-            self.bn3, self.conv3 = nn.BatchNorm2d(mid), nn.Conv2d(mid, cout, 1, bias=False)
-            self.down = (nn.Conv2d(cin, cout, 1, stride, bias=False)
-                         if stride != 1 or cin != cout else None)
-
-        def forward(self, x):
-            x = torch.relu(self.bn1(x))
-            residual = self.down(x) if self.down is not None else x
-            x = self.conv1(x)
-            x = self.conv2(torch.relu(self.bn2(x)))
-            x = self.conv3(torch.relu(self.bn3(x)))
-            return x + residual
-
-    class ResNet50V2(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bn_data = nn.BatchNorm2d(3, affine=False)
-            self.stem = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn0 = nn.BatchNorm2d(64)
-            self.pool = nn.MaxPool2d(3, 2, 1)
-            blocks, cin = [], 64
-            for cout, n, stride in ((256, 3, 1), (512, 4, 2), (1024, 6, 2), (2048, 3, 2)):
-                for i in range(n):
-                    blocks.append(Bottleneck(cin, cout, stride if i == 0 else 1))
-                    cin = cout
-            self.blocks = nn.Sequential(*blocks)
-            self.bn_out = nn.BatchNorm2d(2048)
-            self.fc = nn.Linear(2048, 1000)
-
-        def forward(self, x):
-            x = self.pool(torch.relu(self.bn0(self.stem(self.bn_data(x)))))
-            x = torch.relu(self.bn_out(self.blocks(x)))
-            return self.fc(torch.flatten(torch.mean(x, dim=(2, 3), keepdim=True), 1))
-
-    torch.manual_seed(0)
-    model = ResNet50V2()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            if m.affine:
-                m.weight.data.uniform_(0.5, 1.0)
-    return model.eval()
+DEFAULT_MODELS = ("efficientnet_lite0", "resnet50_v2", "mobilenet_v2", "mnist_cnn")
+# (key, label, short name, worker module, spec, int8, peer)
+ROWS = [
+    ("tvm_int8", "tvm_quant_ext int8 (VNNI kernels, untuned)", "tvm int8", "tvm", {"precision": "int8"}, True, False),
+    ("tvm_fp32", "TVM fp32 (untuned, reference)", "tvm fp32", "tvm", {"precision": "fp32"}, False, False),
+    ("ort_fp32", "ONNX Runtime fp32", "ort fp32", "ort", {}, False, True),
+    ("ort_qdq_s8s8", "ONNX Runtime int8 QDQ S8S8 (quantize_static default)", "QDQ S8S8", "ort", {}, True, True),
+    ("ort_qdq_u8s8", "ONNX Runtime int8 QDQ U8S8", "QDQ U8S8", "ort", {}, True, True),
+    ("ort_qop_s8s8", "ONNX Runtime int8 QOperator S8S8", "QOperator S8S8", "ort", {}, True, True),
+    ("ort_qop_u8s8", "ONNX Runtime int8 QOperator U8S8", "QOperator U8S8", "ort", {}, True, True),
+    ("ov_fp32", "OpenVINO fp32 (precision hint f32)", "ov fp32", "ov", {"variant": "fp32"}, False, True),
+    ("ov_default", "OpenVINO fp32 model, default hint", "ov default", "ov", {"variant": "default"}, False, True),
+    ("ov_int8", "OpenVINO int8 (NNCF nncf.quantize)", "ov int8", "ov", {"variant": "int8"}, True, True),
+]
+ROW_KEYS = [r[0] for r in ROWS]
 
 
-def _conv_layer_torch():
-    import torch
-    from torch import nn
+class OtherLoad:
+    """CPU time other processes took while the bench ran: /proc/stat's busy time minus this
+    process's and its (finished) children's, as a share of the CPUs. The load average cannot
+    tell: the bench itself keeps its threads busy."""
 
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()).eval()
+    def __init__(self):
+        self.start = self._snapshot()
 
+    @staticmethod
+    def _snapshot():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system | irq softirq steal
+        t = os.times()
+        return (time.monotonic(), busy / os.sysconf("SC_CLK_TCK"),
+                t.user + t.system + t.children_user + t.children_system)
 
-TORCH_MODELS = {  # name -> (torch model factory, input shape without batch)
-    "resnet50_v2": (_resnet50_v2_torch, (3, 224, 224)),
-    "conv3x3_64": (_conv_layer_torch, (64, 56, 56)),
-}
-
-
-def _batches(images: np.ndarray, batch: int, count: int) -> List[np.ndarray]:
-    reps = -(-batch * count // len(images))
-    pool = np.concatenate([images] * reps)
-    return [pool[i * batch:(i + 1) * batch] for i in range(count)]
-
-
-def load_model(name: str, batch: int, calib_batches: int) -> BenchModel:
-    from tvm_quant_ext.frontend import from_onnx
-    from tvm_quant_ext.frontend.torch import export_onnx
-
-    root = zoo.cache_root()
-    if name in TORCH_MODELS:
-        factory, shape = TORCH_MODELS[name]
-        onnx_path = os.path.join(root, f"bench_{name}_b{batch}_seed0.onnx")
-        if not os.path.exists(onnx_path):
-            export_onnx(factory(), np.zeros((batch,) + shape, np.float32), onnx_path)
-        mod, params = from_onnx(onnx_path)
-        input_name = str(mod["main"].params[0].name)
-        rng = np.random.default_rng(0)
-        calib = [rng.standard_normal((batch,) + shape).astype("float32")
-                 for _ in range(calib_batches)]
-        return BenchModel(name, onnx_path, mod, params, input_name, calib)
-    zm = zoo.load(name, batch)
-    exports = sorted((p for p in glob.glob(os.path.join(root, f"{name}_b{batch}_*.onnx"))
-                      if INT8_SUFFIX not in p), key=os.path.getmtime)
-    if not exports:
-        raise FileNotFoundError(f"zoo.load({name!r}) left no ONNX export under {root}")
-    return BenchModel(name, exports[-1], zm.mod, zm.params, zm.input_name,
-                      _batches(zm.calib, batch, calib_batches))
+    def share(self) -> Optional[float]:
+        try:
+            (w0, b0, o0), (w1, b1, o1) = self.start, self._snapshot()
+        except (OSError, ValueError, IndexError):
+            return None
+        return max(0.0, (b1 - b0) - (o1 - o0)) / max(1e-9, (w1 - w0) * (os.cpu_count() or 1))
 
 
-# --------------------------------------------------------------------------- #
-# timing
-# --------------------------------------------------------------------------- #
-def median_ms(run: Callable[[], object], runs: int) -> float:
-    # each case in a block of runs: timed round-robin, every runtime ran right after the other's
-    # worker threads were still spinning (ORT int8 on one conv layer read 9.7 ms, not 0.5 ms)
-    run()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def tvm_case(mod, x, trials: int, db: Optional[str], runs: int):
-    t = time.perf_counter()
-    model = tvm_quant_ext.build(mod, HOST_TARGET, tune_trials=trials, tuning_db=db)
-    build_s = time.perf_counter() - t
-    return median_ms(lambda: model(x), runs), build_s
+def prepare_case(args, model: str, batch: int) -> dict:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "bench_workers.prepare", "--model", model, "--batch", str(batch),
+           "--calib-images", str(args.calib_images), "--work", args.work]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=SCRIPTS, env=worker_env(args))
+    if done.returncode != 0:
+        tail = " / ".join(done.stderr.strip().splitlines()[-3:])
+        raise WorkerError(f"preparing {model} b{batch} failed: {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def ort_session(path: str, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+def worker_env(args) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([SCRIPTS, ROOT])
+    env["TVM_NUM_THREADS"] = env["OMP_NUM_THREADS"] = str(args.threads)
+    return env
 
 
-def ort_int8_model(bm: BenchModel, batch: int) -> str:
-    """quantize_static: QDQ, per-channel weights, calibrated on the calibration batches."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    out = bm.onnx_path[:-len(".onnx")] + INT8_SUFFIX
-    if os.path.exists(out):
-        return out
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{bm.input_name: c} for c in bm.calib])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(bm.onnx_path, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
-    return out
-
-
-# --------------------------------------------------------------------------- #
-def bench(name: str, batch: int, args) -> Dict[str, float]:
-    bm = load_model(name, batch, args.calib_batches)
-    x = bm.calib[0]
-    row = {"model": name, "batch": batch}
-    db_base = os.path.join(args.db_root, f"{name}_b{batch}_{HOST_TARGET['mcpu']}_t{args.trials}")
-
-    fp32 = passes.prepare(bm.mod, bm.params)
-    row["tvm_fp32"], row["tune_fp32_s"] = tvm_case(fp32, x, args.trials, db_base + "_fp32", args.runs)
-    print(f"  {name} b{batch} TVM fp32 {row['tvm_fp32']:.2f} ms (build+tune {row['tune_fp32_s']:.0f} s)",
-          flush=True)
-    int8 = tvm_quant_ext.quantize(bm.mod, bm.params, dataset=bm.calib,
-                                  config=QConfig(mode="integer"))
-    row["tvm_int8"], row["tune_int8_s"] = tvm_case(int8, x, args.trials, db_base + "_int8", args.runs)
-    print(f"  {name} b{batch} TVM int8 {row['tvm_int8']:.2f} ms (build+tune {row['tune_int8_s']:.0f} s)",
-          flush=True)
-
-    feed = {bm.input_name: x}
-    sess = ort_session(bm.onnx_path, args.ort_threads)
-    row["ort_fp32"] = median_ms(lambda: sess.run(None, feed), args.runs)
-    sess = ort_session(ort_int8_model(bm, batch), args.ort_threads)
-    row["ort_int8"] = median_ms(lambda: sess.run(None, feed), args.runs)
-    print(f"  {name} b{batch} ORT fp32 {row['ort_fp32']:.2f} ms, int8 {row['ort_int8']:.2f} ms",
-          flush=True)
-    return row
+def row_specs(args, manifest: dict, ov_python: Optional[str], ov_why: str):
+    for key, label, short, kind, spec, int8, peer in ROWS:
+        if key not in args.rows:
+            continue
+        spec = dict(spec, manifest=os.path.join(manifest["case_dir"], "manifest.json"),
+                    threads=args.threads)
+        python, error = sys.executable, None
+        if kind == "tvm":
+            spec["target"] = {"kind": "llvm", "mcpu": args.mcpu}
+        elif kind == "ort":
+            spec["onnx"] = manifest["onnx"] if key == "ort_fp32" else manifest["ort_int8"][key[4:]]
+        else:
+            python, error = ov_python, (None if ov_python else f"OpenVINO venv unavailable: {ov_why}")
+        row = {"key": key, "label": label, "short": short, "int8": int8, "peer": peer,
+               "model": manifest["model"], "batch": manifest["batch"],
+               "macs": manifest["macs"]["total"], "blocks": [], "error": error}
+        yield row, python, f"bench_workers.{kind}_worker", spec
+    for mcpu in args.tvm_extra_mcpu:  # the int8 build for CPUs without VNNI (no vpdpbusd)
+        spec = {"precision": "int8", "target": {"kind": "llvm", "mcpu": mcpu},
+                "manifest": os.path.join(manifest["case_dir"], "manifest.json"),
+                "threads": args.threads}
+        row = {"key": f"tvm_int8_{mcpu}", "label": f"tvm_quant_ext int8 (mcpu {mcpu}, untuned)",
+               "short": f"tvm int8 {mcpu}", "int8": True, "peer": False,
+               "model": manifest["model"], "batch": manifest["batch"],
+               "macs": manifest["macs"]["total"], "blocks": [], "error": None}
+        yield row, sys.executable, "bench_workers.tvm_worker", spec
 
 
-def table(rows: List[Dict[str, float]], args, wall_s: float) -> str:
-    lines = [
-        f"TVM target `{HOST_TARGET}`, MetaSchedule {args.trials} trials per task for both TVM "
-        f"fp32 and TVM int8; int8 layers fused with their epilogue (VNNI conv2d/dense, int8 depthwise), default CPU schedule elsewhere. ONNX Runtime "
-        f"{args.ort_threads} threads. Median of {args.runs} runs (ms). Whole run {wall_s / 60:.1f} min.",
-        "",
-        "| model | batch | TVM fp32 | TVM int8 | TVM int8 speed-up over fp32 | ORT fp32 | ORT int8 "
-        "| TVM int8 speed vs ORT int8 | build+tune s (fp32 / int8) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['batch']} | {r['tvm_fp32']:.2f} | {r['tvm_int8']:.2f} "
-            f"| {r['tvm_fp32'] / r['tvm_int8']:.2f}x | {r['ort_fp32']:.2f} | {r['ort_int8']:.2f} "
-            f"| {r['ort_int8'] / r['tvm_int8']:.2f}x | {r['tune_fp32_s']:.0f} / {r['tune_int8_s']:.0f} |")
-    return "\n".join(lines) + "\n"
+def run_case(args, manifest: dict, ov_python, ov_why, versions: dict) -> List[dict]:
+    rows, workers = [], {}
+    tag = f"{manifest['model']} b{manifest['batch']}"
+    try:
+        for row, python, module, spec in row_specs(args, manifest, ov_python, ov_why):
+            rows.append(row)
+            if row["error"]:
+                continue
+            log(f"{tag}: loading {row['key']}")
+            w = Worker(python, module, worker_env(args), SCRIPTS,
+                       os.path.join(manifest["case_dir"], f"{row['key']}.log"))
+            try:  # loads run one at a time too: a build competing with a timed block skews it
+                row["info"] = w.call(args.load_timeout, cmd="load", spec=spec)["info"]
+                versions.update({k: v for k, v in row["info"].items()
+                                 if k in ("tvm", "onnxruntime", "openvino", "nncf")})
+                workers[row["key"]] = w
+                if row["key"] == "ov_default":  # what "default" meant on this CPU
+                    row["label"] += f" ({row['info'].get('precision', '?')})"
+            except WorkerError as exc:
+                row["error"] = str(exc)
+                w.close(kill=True)
+                log(f"{tag}: {row['key']} failed: {exc}")
+        live = [r for r in rows if r["key"] in workers]
+        for rnd in range(args.rounds):
+            shift = rnd % max(1, len(live))
+            for row in live[shift:] + live[:shift]:
+                if row["error"]:
+                    continue
+                warm = row["info"]["warm_ms"]
+                runs = max(1, min(args.runs, int(args.max_block_s * 1e3 / max(warm, 1e-3))))
+                try:
+                    answer = workers[row["key"]].call(60 + 20 * runs * warm / 1e3, cmd="run",
+                                                      runs=runs, warmup=1 if runs > 1 else 0)
+                    row["blocks"].append(answer["ms"])
+                except WorkerError as exc:
+                    row["error"] = f"round {rnd + 1}: {exc}"
+                time.sleep(args.settle_ms / 1e3)  # the block's spinning threads go idle
+            log(f"{tag}: round {rnd + 1}/{args.rounds} done")
+    finally:
+        for w in workers.values():
+            w.close()
+    return rows
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", choices=ALL_MODELS, help=f"default {' '.join(DEFAULT_MODELS)}")
+    ap.add_argument("--batches", nargs="+", type=int, help="default 1 8")
+    ap.add_argument("--rounds", type=int, help="blocks per row, alternating (default 5)")
+    ap.add_argument("--runs", type=int, help="timed runs per block (default 100)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: MNIST CNN, batch 1, 2 rounds x 5 runs, 4 calibration "
+                         "images, output under the work folder (not the docs)")
+    ap.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=ROW_KEYS)
+    ap.add_argument("--tvm-extra-mcpu", nargs="*", default=[], metavar="MCPU",
+                    help="extra tvm_quant_ext int8 rows built for these CPUs (e.g. haswell)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mcpu", default="znver4", help="TVM's target CPU (default znver4)")
+    ap.add_argument("--calib-images", type=int, help="calibration images (default 16)")
+    ap.add_argument("--max-block-s", type=float, default=20.0,
+                    help="cap a block's runs to about this many seconds (untuned TVM fp32 takes "
+                         "seconds per run); the table shows the runs each row got")
+    ap.add_argument("--settle-ms", type=float, default=300.0)
+    ap.add_argument("--load-timeout", type=float, default=3600.0)
+    ap.add_argument("--work", default=os.path.join(os.path.dirname(venv.default_dir()), "bench"))
+    ap.add_argument("--venv", default=venv.default_dir(), help="the OpenVINO / NNCF venv")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    defaults = {"models": ["mnist_cnn"] if quick else list(DEFAULT_MODELS),
+                "batches": [1] if quick else [1, 8], "rounds": 2 if quick else 5,
+                "runs": 5 if quick else 100, "calib_images": 4 if quick else 16}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.out is None:
+        args.out = (os.path.join(args.work, "bench_quick.md") if quick
+                    else os.path.join(ROOT, "docs", "bench_cpu.md"))
+    if min(args.rounds, args.runs, args.threads, args.calib_images) < 1:
+        ap.error("--rounds, --runs, --threads and --calib-images must be >= 1")
+    return args
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS)
-    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--trials", type=int, default=4,
-                    help="MetaSchedule trials per tuning task, same for fp32 and int8 (default 4: "
-                         "ResNet-50 then tunes in minutes on 2 cores, not hours)")
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--calib-batches", type=int, default=4)
-    ap.add_argument("--ort-threads", type=int, default=2)
-    ap.add_argument("--db-root", default=os.path.join(zoo.cache_root(), "tuning"))
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                                  "docs", "bench_cpu.md"))
-    args = ap.parse_args(argv)
-    start = time.perf_counter()
-    rows = []
+    args = parse_args(argv)
+    os.makedirs(args.work, exist_ok=True)
+    command = "python scripts/bench_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    load_start, other = os.getloadavg(), OtherLoad()
+    ov_python, ov_why = None, "no OpenVINO row selected"
+    versions = {}
+    if any(k.startswith("ov_") for k in args.rows):
+        ov_python, ov_versions, ov_why = venv.ensure(args.venv, log=log)
+        versions.update(ov_versions)
+        log(f"OpenVINO venv: {ov_python or ov_why}")
+    peak, peak_how = vnni_peak.measure(args.work, args.threads)
+    log(f"VNNI peak: {peak_how}")
+    cases, start = [], time.perf_counter()
+    for model in args.models:
+        for batch in args.batches:
+            try:
+                manifest = prepare_case(args, model, batch)
+            except WorkerError as exc:
+                log(str(exc))
+                cases.append([{"key": k, "label": label, "short": s, "int8": i8, "peer": p,
+                               "model": model, "batch": batch, "macs": 0, "blocks": [],
+                               "error": str(exc)} for k, label, s, _, _, i8, p in ROWS
+                              if k in args.rows])
+                continue
+            cases.append(run_case(args, manifest, ov_python, ov_why, versions))
+            text = write(args, cases, command, peak, peak_how, (load_start, other), versions, start)
+    text = write(args, cases, command, peak, peak_how, (load_start, other), versions, start)
+    print(text)
+
+
+def write(args, cases, command, peak, peak_how, load, versions, start) -> str:
+    load_start, other = load[0], load[1].share()
+    facts = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load average (1 min) before the bench": f"{load_start[0]:.2f}",
+        "CPU time taken by other processes during the bench":
+            "n/a" if other is None else f"{100 * other:.1f}% of the CPUs",
+        "threads per runtime": args.threads,
+        "timing": f"{args.rounds} rounds x up to {args.runs} runs per row, one worker process "
+                  f"per row, one computing at a time, blocks capped at {args.max_block_s:.0f} s",
+        "TVM target": f"llvm -mcpu={args.mcpu}",
+        "calibration images (every quantizer)": args.calib_images,
+        "VNNI peak": f"{peak:.0f} G int8 MAC/s ({peak_how})" if peak else f"n/a ({peak_how})",
+        "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "n/a",
+        "wall time": f"{(time.perf_counter() - start) / 60:.1f} min",
+    }
+    note = None
+    if load_start[0] > 0.5 or other is None or other > 0.05:
+        share = "unknown" if other is None else f"{100 * other:.0f}%"
+        note = (f"**Not a result**: the load average was {load_start[0]:.2f} before the bench and "
+                f"other processes took {share} of the CPUs during it; these times are inflated "
+                "and noisy. Rerun on a quiet machine.")
+    text = report.markdown(cases, {"peak": peak, "command": command, "facts": facts, "note": note})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    for batch in args.batches:
-        for name in args.models:
-            rows.append(bench(name, batch, args))
-            md = table(rows, args, time.perf_counter() - start)
-            with open(args.out, "w") as f:  # after every row: a cut-short run still leaves a table
-                f.write("# CPU benchmark (scripts/bench_cpu.py)\n\n" + md)
-    print(md)
+    with open(args.out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"facts": facts, "peak": peak, "cases": cases}, f)
+    return text
 
 
 if __name__ == "__main__":

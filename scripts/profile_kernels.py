@@ -26,7 +26,7 @@ from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
 from tvm_quant_ext.backend.tune import tune  # noqa: E402
 from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
 
-import bench_cpu  # noqa: E402  (scripts/: its model loaders)
+from bench_workers.torch_models import TORCH_MODELS  # noqa: E402  (random-weight models)
 
 
 def lowered_module(mod, target, tuning_db, fuse=True):
@@ -64,7 +64,7 @@ def kind_of(name: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="efficientnet_lite0",
-                    choices=sorted(set(zoo.MODELS) | set(bench_cpu.TORCH_MODELS)))
+                    choices=sorted(set(zoo.MODELS) | set(TORCH_MODELS)))
     ap.add_argument("--mode", default="integer", choices=("fp32", "integer"))
     ap.add_argument("--mcpu", default="znver4")
     ap.add_argument("--tuning-db", default=None)
@@ -73,9 +73,13 @@ def main(argv=None):
                     help="int8 layers without their fused epilogue (build(..., fuse=False))")
     args = ap.parse_args(argv)
     target = make_target({"kind": "llvm", "mcpu": args.mcpu})
-    if args.model in bench_cpu.TORCH_MODELS:  # bench_cpu's random-weight models (ResNet-50 v2)
-        bm = bench_cpu.load_model(args.model, 1, 4)
-        graph, params, calib = bm.mod, bm.params, bm.calib
+    if args.model in TORCH_MODELS:  # the bench's random-weight models (ResNet-50 v2, ...)
+        from tvm_quant_ext.frontend.torch import from_torch
+
+        factory, shape = TORCH_MODELS[args.model]
+        graph, params = from_torch(factory(), np.zeros((1,) + shape, np.float32))
+        rng = np.random.default_rng(0)
+        calib = [rng.standard_normal((1,) + shape).astype("float32") for _ in range(4)]
     else:
         zm = zoo.load(args.model, 1)
         graph, params, calib = zm.mod, zm.params, [zm.calib[i:i + 1] for i in range(8)]

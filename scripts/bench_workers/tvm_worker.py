@@ -1,0 +1,41 @@
+"""TVM worker (this project's venv): spec {"manifest", "precision": "fp32" | "int8",
+"target", "threads"}. int8 = ``quantize(QConfig(mode="integer"))`` on the case's calibration
+batches, then ``build`` (VNNI kernels on a VNNI target, untuned); fp32 = ``passes.prepare`` then
+``build`` (untuned: TVM's default schedules, a reference, not a tuned fp32)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from bench_workers.protocol import serve
+
+
+def load(spec: dict):
+    # the thread pool reads TVM_NUM_THREADS when tvm is imported: set it first
+    os.environ["TVM_NUM_THREADS"] = str(spec["threads"])
+    import tvm
+    import tvm_quant_ext
+    from tvm_quant_ext import QConfig, passes
+
+    from bench_workers.prepare import calibration_list, relax_model
+
+    with open(spec["manifest"]) as f:
+        manifest = json.load(f)
+    mod, params = relax_model(manifest)
+    calib = calibration_list(manifest)
+    if spec["precision"] == "int8":
+        mod = tvm_quant_ext.quantize(mod, params, dataset=calib, config=QConfig(mode="integer"))
+    elif spec["precision"] == "fp32":
+        mod = passes.prepare(mod, params)
+    else:
+        raise ValueError(f"precision {spec['precision']!r}: fp32 or int8")
+    model = tvm_quant_ext.build(mod, spec["target"])
+    x = np.ascontiguousarray(calib[0])
+    return (lambda: model(x)), {"tvm": tvm.__version__}
+
+
+if __name__ == "__main__":
+    sys.exit(serve(load))
