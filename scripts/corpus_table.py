@@ -4,6 +4,8 @@ x86-64.
 
     python scripts/corpus_table.py                  # every model -> docs/corpus.md
     python scripts/corpus_table.py --fast           # the make-test subset only
+    python scripts/corpus_table.py --only export    # rerun the rows whose name has "export"
+                                                    # and update them in docs/corpus.md
 
 Columns: model / frontend, quantization points, ops left in float (integer mode), output SNR
 against fp32 on held-out inputs (simulate, integer), the largest integer-vs-simulate difference
@@ -62,13 +64,23 @@ def row(name: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", action="store_true", help="only the make-test subset")
+    ap.add_argument("--only", metavar="TEXT", help="rerun only the rows whose name contains TEXT, "
+                    "keeping the other rows of --out")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "docs", "corpus.md"))
     args = ap.parse_args(argv)
     names = FAST if args.fast else list(CASES)
+    kept = {}
+    if args.only:
+        with open(args.out, encoding="utf-8") as f:  # name -> its row, from the last full run
+            kept = {"/".join(c.strip() for c in line.split("|")[1:3]): line.rstrip("\n")
+                    for line in f if line.startswith("| ") and not line.startswith("| model")}
     lines = ["| model | frontend | points | ops left in float (integer) | SNR simulate (dB) | "
              "SNR integer (dB) | integer vs simulate (LSB) | build s (vnni / x86-64) | total s |",
              "|" + "---|" * 9]
     for name in names:
+        if args.only and args.only not in name:
+            lines.append(kept[name])
+            continue
         lines.append(row(name))
         print(lines[-1], flush=True)
     text = HEADER + "\n".join(lines) + "\n"

@@ -221,12 +221,16 @@ def is_zero_pad(call) -> bool:
 
 @register_annotate("relax.nn.pad")
 def _annotate_pad(ctx: AnnotateContext, name: str, call):
-    """Zero padding (torch.export spells a conv's padding this way) passes codes through like a
-    reshape; other padding (reflect, a nonzero value) is not on the grid and stays float."""
+    """Zero padding (torch.export spells a conv's padding this way) of 8-bit codes stays on
+    their grid: the input is quantized before the pad (a model input stays the INPUT point, a
+    ReLU6 output its own point, as when the padding is inside the conv), and the pad moves
+    codes. Other padding (reflect, a nonzero value) is not on the grid and stays float."""
     if not is_zero_pad(call):
         return ctx.keep_float(name, call, f"pad_mode={call.attrs.pad_mode}, "
                                           f"pad_value={call.attrs.pad_value}")
-    return _annotate_passthrough(ctx, name, call)
+    q = ctx.activation(call.args[0], name, 0)
+    ctx.set_int(ctx.point_of(q))
+    return relax.Call(call.op, [q] + list(call.args[1:]), call.attrs, list(call.ty_args))
 
 
 @register_annotate("relax.clip")
