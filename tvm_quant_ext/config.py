@@ -61,6 +61,14 @@ class QConfig:
     tiny_weight_threshold: max|w| under which "zero_tiny" zeroes a channel.
     skip_layers: layer names (not positions) kept in float.
     on_unsupported_op: "float" keeps ops with no rule in float and reports them; "error" raises.
+    bias_correction: empirical bias correction: layer by layer in graph order, the
+        per-channel mean of (quantized - float) layer output on the calibration data, with the
+        layers before it already quantized and corrected, is subtracted from the layer's bias
+        before the bias is quantized (passes/bias_correction.py; one pass over the data).
+    equalize: cross-layer equalization in prepare: conv -> [ReLU | ReLU6] -> conv pairs
+        (depthwise in the middle of a chain included) rescaled per channel so both layers'
+        per-channel weight ranges match; the float function is unchanged
+        (passes/prepare/equalize.py).
     mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
         "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
         fixed-point requantize; same points and rounding rule, so it agrees with simulate
@@ -82,6 +90,8 @@ class QConfig:
     tiny_weight_threshold: float = 1e-6
     skip_layers: Tuple[str, ...] = field(default_factory=tuple)
     on_unsupported_op: str = "float"
+    bias_correction: bool = False
+    equalize: bool = False
     mode: str = "simulate"
 
     def __post_init__(self):
@@ -123,6 +133,12 @@ class QConfig:
             raise ValueError(f"QConfig.tiny_weight_threshold={self.tiny_weight_threshold!r} must be >= 0")
 
     @classmethod
+    def preset(cls, name: str, **changes) -> "QConfig":
+        """A named configuration (``PRESETS``), with ``changes`` over it."""
+        _check_choice("preset", name, sorted(PRESETS))
+        return cls.from_dict({**PRESETS[name], **changes})
+
+    @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "QConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -139,6 +155,15 @@ class QConfig:
         out["layer_calibrate_mode"] = dict(self.layer_calibrate_mode)
         out["layer_weight_scale"] = dict(self.layer_weight_scale)
         return out
+
+
+# Named configurations, chosen from the measurements in docs/accuracy.md:
+# "fast": the defaults (one calibration pass, nothing data-driven after it);
+# "accurate": what measurably helped there.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "fast": {},
+    "accurate": {"activation_symmetric": False, "bias_correction": True},
+}
 
 
 # field annotation -> the Python types its value may have (bool is an int subclass: an int field

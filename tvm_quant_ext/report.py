@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import tvm
@@ -60,6 +60,8 @@ def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict
         "points": rows,
         "bias_adjustments": [a.to_dict() for a in adjustments],
         "float_ops": list(state.float_ops),
+        "bias_correction": list(state.bias_correction_rows),
+        "equalization": state.equalization,
     }
 
 
@@ -69,10 +71,15 @@ class QuantReport:
     points: List[dict] = field(default_factory=list)
     bias_adjustments: List[dict] = field(default_factory=list)
     float_ops: List[dict] = field(default_factory=list)
+    # one row per corrected layer: channels, channels whose bias code changed, mean |correction|
+    # (float and in LSBs of the point that next quantizes the layer's output)
+    bias_correction: List[dict] = field(default_factory=list)
+    equalization: Optional[dict] = None  # pairs equalized, pairs skipped (why), rounds
 
     def to_dict(self) -> dict:
         return {"config": self.config, "points": self.points,
-                "bias_adjustments": self.bias_adjustments, "float_ops": self.float_ops}
+                "bias_adjustments": self.bias_adjustments, "float_ops": self.float_ops,
+                "bias_correction": self.bias_correction, "equalization": self.equalization}
 
     def point(self, point_id: str) -> dict:
         for row in self.points:
@@ -103,6 +110,23 @@ class QuantReport:
                          f"{adj['new_weight_scale']:.3g}")
         if len(self.bias_adjustments) > 10:
             lines.append(f"  ... {len(self.bias_adjustments) - 10} more")
+        if self.equalization is not None:
+            eq = self.equalization
+            lines.append(f"equalized: {len(eq['pairs'])} layer pairs in {eq['rounds']} rounds"
+                         + (f"; skipped {len(eq['skipped'])}: " + ", ".join(
+                             f"{s['pair']} ({s['reason']})" for s in eq["skipped"][:5])
+                            if eq["skipped"] else ""))
+        if self.bias_correction:
+            lsbs = [r["mean_abs_correction_lsb"] for r in self.bias_correction
+                    if r["mean_abs_correction_lsb"] is not None]
+            lines.append(f"bias correction: {len(self.bias_correction)} layers, "
+                         f"{sum(r['channels_corrected'] for r in self.bias_correction)} of "
+                         f"{sum(r['channels'] for r in self.bias_correction)} bias codes changed"
+                         + (f", mean |correction| {np.mean(lsbs):.3f} output LSB" if lsbs else ""))
+            for r in sorted(self.bias_correction, key=lambda r: -(r["mean_abs_correction_lsb"] or 0))[:3]:
+                if r["mean_abs_correction_lsb"] is not None:
+                    lines.append(f"  {r['layer']}: mean |correction| {r['mean_abs_correction_lsb']:.3f} "
+                                 f"LSB (max {r['max_abs_correction_lsb']:.3f}) over {r['channels']} channels")
         lines.append("kept in float: " + (", ".join(f"{f['tensor']} ({f['op']}: {f['reason']})"
                                                      for f in self.float_ops) or "nothing"))
         return "\n".join(lines)

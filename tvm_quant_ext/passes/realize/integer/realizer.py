@@ -19,7 +19,8 @@ from ....fixed_point import codes_dtype, fixed_point
 from ....graph import BindingRewriter, make_const, op_name, registrar, substitute
 from ....points import QPoint, QuantState, parse_marker
 from ..plan import RealizeContext, emit_codes
-from .qvalue import INF, NoIntegerRule, QValue, clip_bounds, compact, vars_in, zero_if_none
+from .qvalue import (INF, NoIntegerRule, QValue, apply_clip, clip_bounds, compact, has_clip,
+                     vars_in, zero_if_none)
 
 
 IntegerRule = Callable[["IntegerRealizer", relax.Var, relax.Call], QValue]
@@ -96,8 +97,9 @@ class IntegerRealizer(BindingRewriter):
         if np.any(shift != 0):
             x = relax.op.add(x, self.const(shift, "float32"))
         x = relax.op.multiply(x, self.const(compact(v.scale), "float32"))
-        if v.clip != (-INF, INF):
-            x = relax.op.clip(x, *clip_bounds(v.clip, "float32"))
+        if has_clip(v.clip):
+            lo, hi = (np.clip(b, *clip_bounds((-INF, INF), "float32")) for b in v.clip)
+            x = apply_clip(x, lo, hi, "float32")
         return self.emit(x, name)
 
     def requantize(self, v: QValue, scale: float, zero_point: int, name: str) -> relax.Var:
@@ -107,13 +109,12 @@ class IntegerRealizer(BindingRewriter):
         x = self.fixed_point_multiply(v, multiplier)
         if zero_point:
             x = relax.op.add(x, self.const(zero_point, "int64"))
-        lo, hi = self.qmin, self.qmax
-        if v.clip[0] > -INF:  # f(clip(y, a, b)) = clip(f(y), f(a), f(b)): f is monotone
-            lo = max(lo, int(qmath.round_half_up(v.clip[0] / scale)) + zero_point)
-        if v.clip[1] < INF:
-            hi = min(hi, int(qmath.round_half_up(v.clip[1] / scale)) + zero_point)
-        hi = max(hi, lo)
-        x = relax.op.clip(x, lo, hi)
+        # f(clip(y, a, b)) = clip(f(y), f(a), f(b)): f is monotone (bounds per channel or not)
+        with np.errstate(invalid="ignore"):
+            lo = np.maximum(self.qmin, qmath.round_half_up(np.asarray(v.clip[0], np.float64) / scale) + zero_point)
+            hi = np.minimum(self.qmax, qmath.round_half_up(np.asarray(v.clip[1], np.float64) / scale) + zero_point)
+        hi = np.maximum(hi, lo)
+        x = apply_clip(x, lo.astype(np.int64), hi.astype(np.int64), "int64")
         return self.emit(relax.op.astype(x, self.codes_dtype), name)
 
     def fixed_point_multiply(self, v: QValue, multiplier) -> relax.Expr:
