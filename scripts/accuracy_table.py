@@ -4,6 +4,10 @@ Runtime's quantize_static, on the zoo models, in one run.
     python scripts/accuracy_table.py [--models efficientnet_lite0 mnist_cnn fashion_resnet_v2]
                                      [--limit N] [--fashion-limit 3000]
 
+The grid: per-channel weights with symmetric and asymmetric activations and the techniques
+alone and combined on every model; per-tensor weights (with and without equalization) on
+EfficientNet-Lite0, where the per-tensor case is the problem equalization addresses.
+
 Protocol (the one of docs/calibrators.md): each model's zoo calibration images, its zoo eval
 sets; agreement = top-1 equal to fp32's; aggregate SNR = 10 log10(sum ref^2 / sum (ref - q)^2)
 over all output vectors, ref = fp32. One evaluation pass per model runs fp32 and every one of
@@ -37,17 +41,23 @@ TECHNIQUES = {"none": {}, "bias correction": {"bias_correction": True},
               "equalize + bias correction": {"equalize": True, "bias_correction": True}}
 
 
-def our_configs():
-    """(label, QConfig): every technique alone and combined, per-channel and per-tensor,
-    symmetric and asymmetric activations."""
+def our_configs(short: bool):
+    """(label, QConfig): the techniques alone and combined, per-channel and per-tensor weights,
+    symmetric and asymmetric activations. ``short`` (the small models, where there is little
+    to win): per-channel only."""
+    grid = [(True, True, "none"), (True, True, "bias correction"),
+            (True, True, "equalize + bias correction"),
+            (True, False, "none"), (True, False, "bias correction"), (True, False, "equalize"),
+            (True, False, "equalize + bias correction")]
+    if not short:
+        grid += [(False, True, "none"), (False, True, "equalize"), (False, False, "equalize"),
+                 (False, False, "equalize + bias correction")]
     out = []
-    for per_channel in (True, False):
-        for symmetric in (True, False):
-            for name, fields in TECHNIQUES.items():
-                label = (f"ours, {'per-channel' if per_channel else 'per-tensor'}, "
-                         f"{'sym' if symmetric else 'asym'}, {name}")
-                out.append((label, QConfig(per_channel=per_channel, activation_symmetric=symmetric,
-                                           **fields)))
+    for per_channel, symmetric, name in grid:
+        label = (f"ours, {'per-channel' if per_channel else 'per-tensor'}, "
+                 f"{'sym' if symmetric else 'asym'}, {name}")
+        out.append((label, QConfig(per_channel=per_channel, activation_symmetric=symmetric,
+                                   **TECHNIQUES[name])))
     return out
 
 
@@ -116,7 +126,7 @@ def measure(name: str, limit, log):
     sets = [s for s in model.eval_sets if entry.eval_sets is None or s.name in entry.eval_sets]
     runner = QuantRunner(model.mod, model.params, split_batches(model.calib, model.batch_size),
                          name=name, log=log)
-    configs = our_configs()
+    configs = our_configs(short=name != "efficientnet_lite0")
     seconds = {}
     for label, config in configs:
         start = time.time()

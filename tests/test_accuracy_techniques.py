@@ -126,6 +126,11 @@ def test_equalize_scales_give_both_layers_one_range(range_a, range_b):
 
 def test_equalize_scales_leave_dead_channels_alone():
     np.testing.assert_array_equal(equalize_scales([0.0, 2.0], [3.0, 0.0]), [1.0, 1.0])
+    # a channel at 1e-10 of its layer's range is dead: left alone, not scaled up 1e5 times
+    s = equalize_scales([1e-10, 4.0], [1.0, 1.0], negligible=1e-3)
+    np.testing.assert_allclose(s, [1.0, 2.0])
+    # through a clip the scale is floored, so the bound 6 / s never rises
+    np.testing.assert_allclose(equalize_scales([1.0, 4.0], [4.0, 1.0], min_scale=1.0), [1.0, 2.0])
 
 
 @pytest.mark.parametrize("graph,relu6", [("conv_dw_conv", True), ("conv_dw_conv", False),

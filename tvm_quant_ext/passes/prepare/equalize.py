@@ -5,7 +5,8 @@ read only by the next, A's output channel i can be divided by s_i > 0 and B's in
 multiplied by s_i without changing the function: a positive scale commutes with ReLU, and with
 a clip once the clip bound moves with it (clip(x, 0, 6) / s = clip(x / s, 0, 6 / s)). ReLU6 is
 rewritten as ``minimum(relu(x), 6 / s)`` with a per-channel bound, which annotate and both
-realize modes carry (the bound is applied to the codes at the next requantize). Choosing
+realize modes carry (the bound is applied to the codes at the next requantize); through a clip
+s is kept >= 1, so a bound only moves down (see CLIPPED_MIN_SCALE). Choosing
 ``s_i = sqrt(r_A[i] * r_B[i]) / r_B[i]`` (r_A: range of A's output-channel filter, r_B: range
 of B's input-channel weights) gives both layers the same per-channel range, so one per-tensor
 weight scale fits every channel.
@@ -20,7 +21,6 @@ absorption (it needs the pre-activation statistics a folded BatchNorm no longer 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -32,10 +32,20 @@ from ...graph import (BindingRewriter, bindings, const_value, is_const, make_con
                       var_uses)
 
 EQUALIZE_ATTR = "tvm_quant_ext.equalize"
-ROUNDS = 20
-TOLERANCE = 1e-4  # stop when no scale moved by more than this factor (in log) in a round
-NEGLIGIBLE = float(os.environ.get("EQ_NEG", "1e-3"))
-CLIPPED_MIN_SCALE = float(os.environ.get("EQ_MIN", "0"))
+# Pairs share layers (conv -> depthwise -> conv, and chains through linear bottlenecks), so
+# equalizing one pair moves its neighbours: repeat until no scale moves by more than TOLERANCE
+# (in log) in a round. On EfficientNet-Lite0 the largest move shrinks ~0.75x per round.
+ROUNDS = 100
+TOLERANCE = 1e-3
+# A channel whose filter range is below this fraction of its layer's largest is dead (BatchNorm
+# gamma ~ 0: weights 1e-10 next to 1): its output is its bias, and 1/s would make that constant
+# the largest value of the tensor. Such channels keep s = 1. (On Lite0 without this rule
+# equalization took per-tensor SNR from 7.0 to only 9.5 dB and per-channel from 17.9 to 9.1.)
+NEGLIGIBLE = 1e-3
+# Through ReLU6 the bound moves to 6 / s. s < 1 would raise it above 6 and widen the
+# per-tensor activation range that all channels share; s >= 1 only ever lowers it. (Lite0,
+# per-channel weights: 16.7 dB with this floor, 12.1 without; per-tensor: 12.1 vs 12.6.)
+CLIPPED_MIN_SCALE = 1.0
 
 
 def equalize_scales(range_a: np.ndarray, range_b: np.ndarray, negligible: float = 0.0,
