@@ -76,6 +76,9 @@ def test_bias_correction_needs_data():
                                   _data((1, 3, 16, 16), 2, 0))
     with pytest.raises(ValueError, match="calibration dataset"):
         passes.correct_biases(calibrated, None, QConfig(bias_correction=True))
+    with pytest.raises(ValueError, match="not an iterator"):
+        passes.correct_biases(calibrated, iter(_data((1, 3, 16, 16), 2, 0)),
+                              QConfig(bias_correction=True))
 
 
 @settings(max_examples=30, deadline=None)
@@ -193,6 +196,8 @@ def _taps(model, x):
     ("conv_dw_conv", QConfig(equalize=True, per_channel=False, activation_symmetric=False)),
     ("tiny_resnet", QConfig(bias_correction=True)),
     ("depthwise_block", QConfig(bias_correction=True, equalize=True, activation_symmetric=False)),
+    ("tiny_resnet", QConfig(precision_budget=0.5, activation_symmetric=False)),
+    ("mixed_ops", QConfig(precision_budget=0.5, bias_correction=True)),
 ])
 def test_integer_agrees_with_simulate_with_each_technique(graph, config):
     make, shape = GRAPHS[graph]
@@ -200,7 +205,7 @@ def test_integer_agrees_with_simulate_with_each_technique(graph, config):
     calib = _data(shape, 6, 0)
     prepared = passes.prepare(mod, params, config)
     calibrated = passes.calibrate(passes.annotate(prepared, config), calib, config)
-    calibrated = passes.maybe_correct(calibrated, calib, config)
+    calibrated = passes.maybe_correct(passes.maybe_raise(calibrated, calib, config), calib, config)
     simulated = tq.build(passes.realize(calibrated, config, tap=True))
     integer_mod = passes.realize(calibrated, config.replace(mode="integer"), tap=True)
     state = get_state(integer_mod)
@@ -224,6 +229,12 @@ def test_bad_values_are_clear_errors():
         QConfig.preset("best")
     with pytest.raises(TypeError, match="unknown QConfig key"):
         QConfig.preset("accurate", bias_corection=True)
+    with pytest.raises(ValueError, match="precision_budget"):
+        QConfig(precision_budget=1.5)
+    with pytest.raises(ValueError, match="already is"):
+        QConfig(precision_budget=0.1, nbit_input=16, nbit_activation=64)
+    with pytest.raises(TypeError, match="precision_budget"):
+        QConfig(precision_budget="10%")
 
 
 def test_presets():
@@ -231,3 +242,40 @@ def test_presets():
     accurate = QConfig.preset("accurate")
     assert accurate.bias_correction and accurate != QConfig()
     assert QConfig.preset("accurate", mode="integer").mode == "integer"
+
+
+# -- mixed precision ----------------------------------------------------------------------------
+def test_precision_budget_raises_the_most_sensitive_points():
+    mod, params = tiny_resnet()
+    calib, test = _data((1, 3, 16, 16), 8, 0), _data((1, 3, 16, 16), 8, 1)
+    ref = tq.build(passes.prepare(mod, params))
+    snr, reports = {}, {}
+    for budget in (0.0, 0.5):
+        q = tq.quantize(mod, params, calib, QConfig(per_channel=False, precision_budget=budget))
+        reports[budget] = tq.get_report(q)
+        model = tq.build(q)
+        snr[budget] = qmath.snr_db(np.stack([ref(x) for x in test]), np.stack([model(x) for x in test]))
+    precision = reports[0.5].precision
+    raised = [pid for pid, _bits, _gain in precision["raised"]]
+    assert 1 <= len(raised) <= 3  # at most half of the 6 activation points
+    gains = precision["gain_db"]
+    assert all(gains[r] >= max(g for p, g in gains.items() if p not in raised) for r in raised)
+    bits = {row["id"]: row["bits"] for row in reports[0.5].points if row["kind"] in ("INPUT", "ACTIVATION")}
+    assert {p for p, b in bits.items() if b == 16} == set(raised)
+    assert snr[0.5] > snr[0.0]
+    assert reports[0.0].precision is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(1e-4, 10.0), st.integers(0, 255), st.booleans())
+def test_widen_qparams_keeps_the_range(scale, zero_point, symmetric):
+    zero_point = 0 if symmetric else zero_point
+    lo, hi = qmath.activation_range(8, symmetric)
+    new_scale, new_zero = qmath.widen_qparams(scale, zero_point, 8, 16, symmetric)
+    new_lo, new_hi = qmath.activation_range(16, symmetric)
+    assert new_lo <= new_zero <= new_hi
+    assert new_scale < scale / 200
+    for code, new_code in ((lo, new_lo), (hi, new_hi)):
+        assert abs((code - zero_point) * scale - (new_code - new_zero) * new_scale) <= new_scale + 1e-12
+    if zero_point == 0:
+        assert new_zero == 0

@@ -31,6 +31,7 @@ def quantize_pipeline(params: Optional[Dict[str, np.ndarray]] = None,
         passes.PrepareForQuantization(params, config),
         passes.Annotate(config),
         passes.Calibrate(dataset, config, target),
+        passes.RaisePrecision(dataset, config),
         passes.CorrectBias(dataset, config),
         passes.Realize(config),
     ], name="Quantize")

@@ -69,6 +69,9 @@ class QConfig:
         (depthwise in the middle of a chain included) rescaled per channel so both layers'
         per-channel weight ranges match; the float function is unchanged
         (passes/prepare/equalize.py).
+    precision_budget: fraction (0..1) of the INPUT/ACTIVATION points raised to 16-bit codes,
+        the most sensitive first (measured: output SNR gained when only that point is left
+        unquantized; passes/precision.py). 0: every point at nbit_input.
     mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
         "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
         fixed-point requantize; same points and rounding rule, so it agrees with simulate
@@ -92,6 +95,7 @@ class QConfig:
     on_unsupported_op: str = "float"
     bias_correction: bool = False
     equalize: bool = False
+    precision_budget: float = 0.0
     mode: str = "simulate"
 
     def __post_init__(self):
@@ -129,6 +133,12 @@ class QConfig:
         _check_choice("bias_overflow", self.bias_overflow, BIAS_OVERFLOW_POLICIES)
         _check_choice("on_unsupported_op", self.on_unsupported_op, UNSUPPORTED_OP_POLICIES)
         _check_choice("mode", self.mode, MODES)
+        if not 0 <= self.precision_budget <= 1:
+            raise ValueError(f"QConfig.precision_budget={self.precision_budget!r}: expected a "
+                             "fraction of the activation points in [0, 1]")
+        if self.precision_budget > 0 and self.nbit_input >= 16:
+            raise ValueError(f"QConfig.precision_budget raises points to 16 bits, but "
+                             f"nbit_input={self.nbit_input} already is")
         if not self.tiny_weight_threshold >= 0:
             raise ValueError(f"QConfig.tiny_weight_threshold={self.tiny_weight_threshold!r} must be >= 0")
 

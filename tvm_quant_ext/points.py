@@ -48,6 +48,10 @@ class QuantState:
     # and one report row per corrected layer (passes/bias_correction.py)
     bias_corrections: Dict[str, List[float]] = field(default_factory=dict)
     bias_correction_rows: List[Dict[str, object]] = field(default_factory=list)
+    # activation points raised above QConfig.nbit_input (QConfig.precision_budget): id -> bits,
+    # and the sensitivity measurement that chose them
+    activation_bits: Dict[str, int] = field(default_factory=dict)
+    precision: Optional[Dict[str, object]] = None
     # what cross-layer equalization did in prepare (pairs, skipped pairs, rounds), if it ran
     equalization: Optional[Dict[str, object]] = None
     report: Optional[dict] = None

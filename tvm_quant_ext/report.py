@@ -19,7 +19,8 @@ def _scale_repr(scale) -> object:
 
 
 def _activation_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dict:
-    return {"scale": state.activation_scales[pid],
+    return {"bits": state.activation_bits.get(pid, config.nbit_input),
+            "scale": state.activation_scales[pid],
             "zero_point": state.activation_zero_points.get(pid, 0),
             "calibrator": state.calibration.get("calibrators", {}).get(pid, config.calibrate_mode)}
 
@@ -62,6 +63,7 @@ def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict
         "float_ops": list(state.float_ops),
         "bias_correction": list(state.bias_correction_rows),
         "equalization": state.equalization,
+        "precision": state.precision,
     }
 
 
@@ -75,11 +77,13 @@ class QuantReport:
     # (float and in LSBs of the point that next quantizes the layer's output)
     bias_correction: List[dict] = field(default_factory=list)
     equalization: Optional[dict] = None  # pairs equalized, pairs skipped (why), rounds
+    precision: Optional[dict] = None  # points raised to 16 bits, each point's measured gain
 
     def to_dict(self) -> dict:
         return {"config": self.config, "points": self.points,
                 "bias_adjustments": self.bias_adjustments, "float_ops": self.float_ops,
-                "bias_correction": self.bias_correction, "equalization": self.equalization}
+                "bias_correction": self.bias_correction, "equalization": self.equalization,
+                "precision": self.precision}
 
     def point(self, point_id: str) -> dict:
         for row in self.points:
@@ -116,6 +120,11 @@ class QuantReport:
                          + (f"; skipped {len(eq['skipped'])}: " + ", ".join(
                              f"{s['pair']} ({s['reason']})" for s in eq["skipped"][:5])
                             if eq["skipped"] else ""))
+        if self.precision is not None:
+            raised = self.precision["raised"]
+            lines.append(f"16-bit activations: {len(raised)} of {self.precision['points']} points"
+                         + (" (" + ", ".join(f"{p} +{g:.1f} dB" for p, _, g in raised[:5])
+                            + (", ..." if len(raised) > 5 else "") + ")" if raised else ""))
         if self.bias_correction:
             lsbs = [r["mean_abs_correction_lsb"] for r in self.bias_correction
                     if r["mean_abs_correction_lsb"] is not None]

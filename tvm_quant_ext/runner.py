@@ -106,11 +106,13 @@ class QuantRunner:
         """The annotated module with its scales (and its bias correction, computed once per
         calibration and ``correction_key``)."""
         calibrated = passes.attach_scales(self.annotated(config), self.calibration(config), config)
-        if not config.bias_correction:
+        if not (config.bias_correction or config.precision_budget > 0):
             return calibrated
-        key = passes.calibration_key(config) + passes.correction_key(config)
+        key = passes.calibration_key(config) + passes.correction_key(config) + (
+            config.bias_correction,) + passes.precision_key(config)
         if key not in self._corrected:
-            self._corrected[key] = passes.correct_biases(calibrated, self.calib, config)
+            raised = passes.maybe_raise(calibrated, self.calib, config)
+            self._corrected[key] = passes.maybe_correct(raised, self.calib, config)
         return self._corrected[key]
 
     def compiled(self, config: QConfig, tap: bool = False) -> CompiledModel:

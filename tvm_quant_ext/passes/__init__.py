@@ -16,6 +16,7 @@ from .annotate import (ANNOTATE_RULES, Annotate, UnsupportedOpError, annotate, a
 from .calibration import (Calibrate, CalibrationResult, attach_scales, calibrate, calibration_key,
                           iter_batches, run_calibration)
 from .bias_correction import CorrectBias, correct_biases, correction_key, maybe_correct
+from .precision import RaisePrecision, maybe_raise, precision_key, raise_precision
 from .prepare import CanonicalizeBias, NameLayers, PrepareForQuantization, prepare
 from .realize import REALIZE_RULES, REALIZERS, Realize, realize, register_realize
 from .realize.integer import INTEGER_RULES, register_integer
@@ -29,7 +30,7 @@ for _error in (BiasOverflowError, CalibrationError, DuplicateRuleError, GraphErr
 
 __all__ = [
     "ANNOTATE_RULES", "Annotate", "CorrectBias", "correct_biases", "correction_key",
-    "maybe_correct", "annotation_key", "Calibrate", "CalibrationResult", "CanonicalizeBias",
+    "maybe_correct", "RaisePrecision", "maybe_raise", "precision_key", "raise_precision", "annotation_key", "Calibrate", "CalibrationResult", "CanonicalizeBias",
     "INTEGER_RULES", "NameLayers", "PrepareForQuantization", "REALIZERS", "REALIZE_RULES",
     "Realize", "UnsupportedOpError", "annotate", "attach_scales", "calibrate",
     "calibration_key", "iter_batches", "prepare", "realize", "register_annotate",

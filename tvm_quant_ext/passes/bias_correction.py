@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import tvm
 
-from .. import qmath
-from ..config import QConfig, QKind
+from ..config import QConfig
 from ..points import QPoint, get_state, set_state
 from .interpret import Batches, SideBySide, output_point
-from .realize.plan import (RealizeContext, collect_constants, plan_layer, weight_calibrators)
+from .realize.plan import (RealizeContext, collect_constants, plan_constant, plan_layer,
+                           weight_calibrators)
 
 
 def channel_mean(diffs, channel_axis: int) -> np.ndarray:
@@ -52,10 +52,7 @@ class _Correcting(SideBySide):
         self.rows = []
 
     def constant_of(self, point: QPoint) -> np.ndarray:
-        if point.kind == QKind.WEIGHT.value:
-            plan = self.ctx.plans[point.id]
-            return qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=point.axis)
-        return self.ctx.plans[point.weight_point].bias.accumulator_value
+        return plan_constant(self.ctx.plans, point)
 
     def bias_add(self, var, point: QPoint, layer, bias):
         float_out = self.map2(torch.add, layer[0], bias[0])
@@ -94,6 +91,9 @@ def correct_biases(mod: tvm.IRModule, dataset: Iterable, config: QConfig) -> tvm
     (``QuantState.bias_corrections``, read by the layer plan) and its report rows."""
     if dataset is None:
         raise ValueError("bias_correction needs the calibration dataset")
+    if iter(dataset) is dataset:
+        raise ValueError("bias_correction reads the calibration data after calibration has: "
+                         "pass a list (or another re-iterable), not an iterator or generator")
     state = get_state(mod)
     state.bias_corrections, state.bias_correction_rows = {}, []
     ctx = RealizeContext(config, state)

@@ -156,8 +156,8 @@ class SideBySide:
                  constant: Callable[[QPoint], np.ndarray]):
         self.func = mod["main"]
         self.state, self.config, self.constant = state, config, constant
-        self.qmin, self.qmax = qmath.activation_range(config.nbit_input, config.activation_symmetric)
         self.values: Dict[relax.Var, Tuple[Value, Value]] = {}
+        self.float_points: set = set()  # activation points left unquantized (sensitivity runs)
         self.bias_marker: Dict[relax.Var, QPoint] = {}
 
     # -- hooks ----------------------------------------------------------------------------
@@ -257,7 +257,11 @@ class SideBySide:
         scale = self.state.activation_scales[point_id]
         zero_point = self.state.activation_zero_points.get(point_id, 0)
         quant = self.arg(tensor, 1)
-        fq = lambda x: fake_quant(x, scale, zero_point, self.qmin, self.qmax)  # noqa: E731
+        if point_id in self.float_points:
+            return float_value, quant
+        bits = self.state.activation_bits.get(point_id, self.config.nbit_input)
+        qmin, qmax = qmath.activation_range(bits, self.config.activation_symmetric)
+        fq = lambda x: fake_quant(x, scale, zero_point, qmin, qmax)  # noqa: E731
         return float_value, (Batches(map(fq, quant)) if isinstance(quant, Batches) else fq(quant))
 
 

@@ -103,6 +103,19 @@ def plan_layer(ctx: RealizeContext, pid: str, calibrator: str) -> LayerPlan:
     return LayerPlan(scale, codes, zeroed, calibrator, bias_quant)
 
 
+def plan_constant(plans: Dict[str, LayerPlan], point) -> np.ndarray:
+    """A WEIGHT or BIAS point's value as realize emits it (dequantized codes)."""
+    if point.kind == QKind.WEIGHT.value:
+        plan = plans[point.id]
+        return qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=point.axis)
+    return plans[point.weight_point].bias.accumulator_value
+
+
+def point_bits(config: QConfig, state: QuantState, point_id: str) -> int:
+    """Bits of an activation point: QConfig.nbit_input unless raised (precision_budget)."""
+    return state.activation_bits.get(point_id, config.nbit_input)
+
+
 def scalar(value: float, dtype="float32"):
     """A scalar constant of ``dtype``."""
     return relax.const(np.array(value, dtype), dtype)

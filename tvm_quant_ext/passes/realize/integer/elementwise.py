@@ -35,7 +35,7 @@ def _add(r: IntegerRealizer, var, call) -> QValue:
 
 
 def _residual_add(r: IntegerRealizer, var, lhs: QValue, rhs: QValue) -> QValue:
-    bits = np.iinfo(r.codes_dtype).bits
+    bits = max(np.iinfo(str(v.expr.ty.dtype)).bits for v in (lhs, rhs))  # 16 if either is
     common = max(float(lhs.scale), float(rhs.scale)) / 2.0 ** (RESIDUAL_SHIFT_BITS - bits)
     terms, bound = [], 0.0
     for v in (lhs, rhs):
@@ -50,7 +50,7 @@ def _relu(r: IntegerRealizer, var, call) -> QValue:
     v = r.value(call.args[0])
     if v.is_codes:  # stays on the point's grid (annotate's int point)
         return dataclasses.replace(
-            v, expr=relax.op.maximum(v.expr, r.const(v.zero_point, r.codes_dtype)))
+            v, expr=relax.op.maximum(v.expr, r.const(v.zero_point, str(v.expr.ty.dtype))))
     return dataclasses.replace(v, clip=compose_clip(v.clip, 0.0, INF))
 
 
