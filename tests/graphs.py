@@ -141,3 +141,36 @@ def dense_op_dense(op):
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get(), {"fc.weight": np.eye(4, dtype="float32")}
+
+
+def conv_dw_conv(seed: int = 0, channels: int = 6, spread: float = 3.0, relu6: bool = True,
+                 size: int = 10):
+    """1x1 conv + bias -> ReLU -> depthwise 3x3 + bias -> ReLU6 (or ReLU) -> 1x1 conv + bias:
+    the MobileNet pattern, with the first conv's output channels scaled by 10^(0..spread) so
+    per-channel weight ranges differ by orders of magnitude (what equalization repairs)."""
+    rng = np.random.default_rng(seed)
+    c = channels
+    shapes = {"expand.weight": (c, 3, 1, 1), "expand.bias": (c,), "dw.weight": (c, 1, 3, 3),
+              "dw.bias": (c,), "project.weight": (4, c, 1, 1), "project.bias": (4,)}
+    params = {k: (rng.standard_normal(s) * 0.5).astype("float32") for k, s in shapes.items()}
+    gains = 10.0 ** np.linspace(0, spread, c)
+    params["expand.weight"] *= gains.reshape(-1, 1, 1, 1).astype("float32")
+    params["expand.bias"] *= gains.astype("float32")
+    params["dw.weight"] /= gains.reshape(-1, 1, 1, 1).astype("float32")
+    data = _param("data", (1, 3, size, size))
+    pv = {name: _param(name, shape) for name, shape in shapes.items()}
+    bb = relax.BlockBuilder()
+    op = relax.op
+    with bb.function("main", [data] + list(pv.values())):
+        with bb.dataflow():
+            x = bb.emit(op.nn.conv2d(data, pv["expand.weight"]))
+            x = bb.emit(op.add(x, op.reshape(pv["expand.bias"], [1, c, 1, 1])))
+            x = bb.emit(op.nn.relu(x))
+            x = bb.emit(op.nn.conv2d(x, pv["dw.weight"], groups=c, padding=[1, 1, 1, 1]))
+            x = bb.emit(op.add(x, op.reshape(pv["dw.bias"], [1, c, 1, 1])))
+            x = bb.emit(op.clip(x, 0.0, 6.0) if relu6 else op.nn.relu(x))
+            y = bb.emit(op.nn.conv2d(x, pv["project.weight"]))
+            y = bb.emit(op.add(y, op.reshape(pv["project.bias"], [1, 4, 1, 1])))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get(), params

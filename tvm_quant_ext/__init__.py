@@ -28,9 +28,11 @@ def quantize_pipeline(params: Optional[Dict[str, np.ndarray]] = None,
     """The whole quantizer as one ``tvm.transform.Sequential``; ``print`` it to see the stages."""
     config = config or QConfig()
     return tvm.transform.Sequential([
-        passes.PrepareForQuantization(params),
+        passes.PrepareForQuantization(params, config),
         passes.Annotate(config),
         passes.Calibrate(dataset, config, target),
+        passes.RaisePrecision(dataset, config),
+        passes.CorrectBias(dataset, config),
         passes.Realize(config),
     ], name="Quantize")
 

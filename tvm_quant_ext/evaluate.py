@@ -130,6 +130,10 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
         quantized.append((config, build(realized, target), get_report(realized),
                           get_state(realized)))
     fp32 = runner.tapped_float_model(configs[0])  # markers are identity taps
+    # equalization rescales tensors per channel: layer SNRs compare against the float model
+    # prepared the same way (the outputs are the same function either way)
+    other_refs = {c.equalize: runner.tapped_float_model(c) for c in configs
+                  if c.equalize != configs[0].equalize}
 
     n = len(quantized)
     correct_fp32, correct_q = 0, [0] * n
@@ -151,6 +155,9 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
             bar.update(batch)
             x = images[start:start + batch]
             ref, ref_taps = _run_tapped(fp32, x)
+            taps_by_prepare = {configs[0].equalize: ref_taps}
+            for equalize, model in other_refs.items():
+                taps_by_prepare[equalize] = _run_tapped(model, x)[1]
             ref_top = ref.reshape(batch, -1).argmax(axis=1)
             y = None if labels is None else labels[start:start + batch]
             if y is not None:
@@ -174,9 +181,10 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
                     stats["quant_top1"] += int(np.sum(top == y))
                     stats["fp32_top1"] += int(np.sum(ref_top == y))
                 out_sums[k].add("out", ref, out)
+                mine = taps_by_prepare[config.equalize]
                 for pid, value in taps.items():
-                    if pid in ref_taps:
-                        layer_sums[k].add(pid, ref_taps[pid], value)
+                    if pid in mine:
+                        layer_sums[k].add(pid, mine[pid], value)
             for k, j in partner.items():
                 state = quantized[k][3]
                 for pid, value in batch_taps[k].items():

@@ -44,6 +44,16 @@ class QuantState:
     # integer code of real 0 per activation point; a missing id means 0 (symmetric)
     activation_zero_points: Dict[str, int] = field(default_factory=dict)
     calibration: Dict[str, object] = field(default_factory=dict)
+    # BIAS point -> per-channel correction subtracted from the float bias before quantizing,
+    # and one report row per corrected layer (passes/bias_correction.py)
+    bias_corrections: Dict[str, List[float]] = field(default_factory=dict)
+    bias_correction_rows: List[Dict[str, object]] = field(default_factory=list)
+    # activation points raised above QConfig.nbit_input (QConfig.precision_budget): id -> bits,
+    # and the sensitivity measurement that chose them
+    activation_bits: Dict[str, int] = field(default_factory=dict)
+    precision: Optional[Dict[str, object]] = None
+    # what cross-layer equalization did in prepare (pairs, skipped pairs, rounds), if it ran
+    equalization: Optional[Dict[str, object]] = None
     report: Optional[dict] = None
 
     def to_json(self) -> str:

@@ -206,3 +206,20 @@ def quantize_bias(
         accumulator_value=codes.astype(np.float64) * acc_scale,
         adjustments=adjustments,
     )
+
+
+def widen_qparams(scale: float, zero_point: int, nbit_from: int, nbit_to: int,
+                  symmetric: bool = True):
+    """(scale, zero point) at ``nbit_to`` bits covering the real range that (scale, zero_point)
+    covers at ``nbit_from`` bits: a point raised to 16 bits keeps its calibrated range and gets
+    2^(nbit_to - nbit_from) times finer steps. A zero point of 0 stays 0 (real 0 stays exact)."""
+    lo, hi = activation_range(nbit_from, symmetric)
+    new_lo, new_hi = activation_range(nbit_to, symmetric)
+    real_lo, real_hi = (lo - zero_point) * scale, (hi - zero_point) * scale
+    if symmetric:
+        return float(scale * hi / new_hi), 0
+    new_scale = (real_hi - real_lo) / (new_hi - new_lo)
+    if zero_point == 0:
+        return float(new_scale), 0
+    new_zero = int(np.clip(round_half_up(new_lo - real_lo / new_scale), new_lo, new_hi))
+    return float(new_scale), new_zero

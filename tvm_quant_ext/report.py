@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import tvm
@@ -19,7 +19,8 @@ def _scale_repr(scale) -> object:
 
 
 def _activation_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dict:
-    return {"scale": state.activation_scales[pid],
+    return {"bits": state.activation_bits.get(pid, config.nbit_input),
+            "scale": state.activation_scales[pid],
             "zero_point": state.activation_zero_points.get(pid, 0),
             "calibrator": state.calibration.get("calibrators", {}).get(pid, config.calibrate_mode)}
 
@@ -60,6 +61,9 @@ def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict
         "points": rows,
         "bias_adjustments": [a.to_dict() for a in adjustments],
         "float_ops": list(state.float_ops),
+        "bias_correction": list(state.bias_correction_rows),
+        "equalization": state.equalization,
+        "precision": state.precision,
     }
 
 
@@ -69,10 +73,17 @@ class QuantReport:
     points: List[dict] = field(default_factory=list)
     bias_adjustments: List[dict] = field(default_factory=list)
     float_ops: List[dict] = field(default_factory=list)
+    # one row per corrected layer: channels, channels whose bias code changed, mean |correction|
+    # (float and in LSBs of the point that next quantizes the layer's output)
+    bias_correction: List[dict] = field(default_factory=list)
+    equalization: Optional[dict] = None  # pairs equalized, pairs skipped (why), rounds
+    precision: Optional[dict] = None  # points raised to 16 bits, each point's measured gain
 
     def to_dict(self) -> dict:
         return {"config": self.config, "points": self.points,
-                "bias_adjustments": self.bias_adjustments, "float_ops": self.float_ops}
+                "bias_adjustments": self.bias_adjustments, "float_ops": self.float_ops,
+                "bias_correction": self.bias_correction, "equalization": self.equalization,
+                "precision": self.precision}
 
     def point(self, point_id: str) -> dict:
         for row in self.points:
@@ -103,6 +114,28 @@ class QuantReport:
                          f"{adj['new_weight_scale']:.3g}")
         if len(self.bias_adjustments) > 10:
             lines.append(f"  ... {len(self.bias_adjustments) - 10} more")
+        if self.equalization is not None:
+            eq = self.equalization
+            lines.append(f"equalized: {len(eq['pairs'])} layer pairs in {eq['rounds']} rounds"
+                         + (f"; skipped {len(eq['skipped'])}: " + ", ".join(
+                             f"{s['pair']} ({s['reason']})" for s in eq["skipped"][:5])
+                            if eq["skipped"] else ""))
+        if self.precision is not None:
+            raised = self.precision["raised"]
+            lines.append(f"16-bit activations: {len(raised)} of {self.precision['points']} points"
+                         + (" (" + ", ".join(f"{p} +{g:.1f} dB" for p, _, g in raised[:5])
+                            + (", ..." if len(raised) > 5 else "") + ")" if raised else ""))
+        if self.bias_correction:
+            lsbs = [r["mean_abs_correction_lsb"] for r in self.bias_correction
+                    if r["mean_abs_correction_lsb"] is not None]
+            lines.append(f"bias correction: {len(self.bias_correction)} layers, "
+                         f"{sum(r['channels_corrected'] for r in self.bias_correction)} of "
+                         f"{sum(r['channels'] for r in self.bias_correction)} bias codes changed"
+                         + (f", mean |correction| {np.mean(lsbs):.3f} output LSB" if lsbs else ""))
+            for r in sorted(self.bias_correction, key=lambda r: -(r["mean_abs_correction_lsb"] or 0))[:3]:
+                if r["mean_abs_correction_lsb"] is not None:
+                    lines.append(f"  {r['layer']}: mean |correction| {r['mean_abs_correction_lsb']:.3f} "
+                                 f"LSB (max {r['max_abs_correction_lsb']:.3f}) over {r['channels']} channels")
         lines.append("kept in float: " + (", ".join(f"{f['tensor']} ({f['op']}: {f['reason']})"
                                                      for f in self.float_ops) or "nothing"))
         return "\n".join(lines)

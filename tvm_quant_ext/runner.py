@@ -61,20 +61,25 @@ class QuantRunner:
         self.target = target
         self.name = name
         self.log = log
-        self._prepared: Optional[tvm.IRModule] = None
+        self._prepared: Dict[bool, tvm.IRModule] = {}
+        self._corrected: Dict[tuple, tvm.IRModule] = {}
         self._annotated: Dict[tuple, tvm.IRModule] = {}
         self._calibrated: Dict[tuple, passes.CalibrationResult] = {}
 
     @property
     def prepared(self) -> tvm.IRModule:
-        if self._prepared is None:
-            self._prepared = passes.prepare(self.mod, self.params)
-        return self._prepared
+        return self.prepared_for(QConfig())
+
+    def prepared_for(self, config: QConfig) -> tvm.IRModule:
+        """The prepared module (equalized when ``config.equalize``)."""
+        if config.equalize not in self._prepared:
+            self._prepared[config.equalize] = passes.prepare(self.mod, self.params, config)
+        return self._prepared[config.equalize]
 
     def annotated(self, config: QConfig) -> tvm.IRModule:
         key = passes.annotation_key(config)
         if key not in self._annotated:
-            self._annotated[key] = passes.annotate(self.prepared, config)
+            self._annotated[key] = passes.annotate(self.prepared_for(config), config)
         return self._annotated[key]
 
     def calibration(self, config: QConfig) -> "passes.CalibrationResult":
@@ -95,8 +100,20 @@ class QuantRunner:
 
     def quantized(self, config: QConfig, tap: bool = False) -> tvm.IRModule:
         """The realized module (``tap``: markers kept after every activation, for evaluation)."""
+        return passes.realize(self.calibrated(config), config, tap=tap)
+
+    def calibrated(self, config: QConfig) -> tvm.IRModule:
+        """The annotated module with its scales (and its bias correction, computed once per
+        calibration and ``correction_key``)."""
         calibrated = passes.attach_scales(self.annotated(config), self.calibration(config), config)
-        return passes.realize(calibrated, config, tap=tap)
+        if not (config.bias_correction or config.precision_budget > 0):
+            return calibrated
+        key = passes.calibration_key(config) + passes.correction_key(config) + (
+            config.bias_correction,) + passes.precision_key(config)
+        if key not in self._corrected:
+            raised = passes.maybe_raise(calibrated, self.calib, config)
+            self._corrected[key] = passes.maybe_correct(raised, self.calib, config)
+        return self._corrected[key]
 
     def compiled(self, config: QConfig, tap: bool = False) -> CompiledModel:
         return build(self.quantized(config, tap=tap), self.target)

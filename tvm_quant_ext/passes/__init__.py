@@ -2,6 +2,7 @@
 
 ``prepare/`` (names, params, BatchNorm, bias) -> ``annotate.py`` (quantization points) ->
 ``calibration.py`` (observers over the dataset; calibrator choice in ``calibrators.py``) ->
+``bias_correction.py`` (optional: per-layer mean output error out of the biases) ->
 ``realize/`` (the layer plan, then simulate or integer).
 """
 import tvm_ffi
@@ -14,6 +15,8 @@ from .annotate import (ANNOTATE_RULES, Annotate, UnsupportedOpError, annotate, a
                        register_annotate)
 from .calibration import (Calibrate, CalibrationResult, attach_scales, calibrate, calibration_key,
                           iter_batches, run_calibration)
+from .bias_correction import CorrectBias, correct_biases, correction_key, maybe_correct
+from .precision import RaisePrecision, maybe_raise, precision_key, raise_precision
 from .prepare import CanonicalizeBias, NameLayers, PrepareForQuantization, prepare
 from .realize import REALIZE_RULES, REALIZERS, Realize, realize, register_realize
 from .realize.integer import INTEGER_RULES, register_integer
@@ -26,7 +29,8 @@ for _error in (BiasOverflowError, CalibrationError, DuplicateRuleError, GraphErr
     tvm_ffi.register_error(_error)
 
 __all__ = [
-    "ANNOTATE_RULES", "Annotate", "annotation_key", "Calibrate", "CalibrationResult", "CanonicalizeBias",
+    "ANNOTATE_RULES", "Annotate", "CorrectBias", "correct_biases", "correction_key",
+    "maybe_correct", "RaisePrecision", "maybe_raise", "precision_key", "raise_precision", "annotation_key", "Calibrate", "CalibrationResult", "CanonicalizeBias",
     "INTEGER_RULES", "NameLayers", "PrepareForQuantization", "REALIZERS", "REALIZE_RULES",
     "Realize", "UnsupportedOpError", "annotate", "attach_scales", "calibrate",
     "calibration_key", "iter_batches", "prepare", "realize", "register_annotate",

@@ -15,6 +15,7 @@ is a float tensor that the next quantized consumer quantizes.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -22,10 +23,11 @@ import tvm
 from tvm import relax
 
 from ..config import QConfig, QKind
-from ..graph import (BindingRewriter, GraphError, binding_name, const_value, is_const, op_name,
-                     registrar, shape_of, short_op)
+from ..graph import (BindingRewriter, GraphError, binding_name, const_value, is_const,
+                     module_attr, op_name, registrar, shape_of, short_op)
 from ..layer_ops import LAYER_OPS
 from ..points import QPoint, QuantState, make_marker, set_state
+from .prepare.equalize import EQUALIZE_ATTR
 
 
 class UnsupportedOpError(ValueError):
@@ -240,6 +242,15 @@ def _annotate_clip(ctx: AnnotateContext, name: str, call):
     return call
 
 
+@register_annotate("relax.minimum", "relax.maximum")
+def _annotate_bound(ctx: AnnotateContext, name: str, call):
+    """A per-channel clip bound (equalization's ReLU6, minimum(relu(x), 6 / s)): like clip,
+    applied to the float/accumulator value; its output gets the next point."""
+    if sum(is_const(a) for a in call.args) != 1:
+        return ctx.keep_float(name, call, f"{short_op(op_name(call))} of two tensors")
+    return call
+
+
 @register_annotate("relax.nn.max_pool2d")
 def _annotate_max_pool(ctx: AnnotateContext, name: str, call):
     q = ctx.activation(call.args[0], name, 0)
@@ -264,9 +275,9 @@ def _annotate_concat(ctx: AnnotateContext, name: str, call):
 
 
 def annotation_key(config: QConfig) -> tuple:
-    """The QConfig fields that decide where annotate puts points: configs with equal keys
-    annotate a module identically."""
-    return (config.skip_layers, config.on_unsupported_op)
+    """The QConfig fields that decide where annotate puts points and on what (equalize
+    rewrites the prepared weights): configs with equal keys annotate a module identically."""
+    return (config.skip_layers, config.on_unsupported_op, config.equalize)
 
 
 def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tvm.IRModule:
@@ -277,7 +288,10 @@ def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tvm.IRModul
     if unknown:
         raise ValueError(f"QConfig.skip_layers names {unknown}, which are not layers of this "
                          f"model; its layers are {ctx.layers[:10]}{'...' if len(ctx.layers) > 10 else ''}")
-    return set_state(out, QuantState(points=ctx.points, float_ops=ctx.float_ops))
+    equalization = module_attr(mod, EQUALIZE_ATTR)
+    return set_state(out, QuantState(points=ctx.points, float_ops=ctx.float_ops,
+                                     equalization=None if equalization is None
+                                     else json.loads(str(equalization))))
 
 
 def Annotate(config: Optional[QConfig] = None):  # pylint: disable=invalid-name

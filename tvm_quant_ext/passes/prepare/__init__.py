@@ -1,7 +1,8 @@
 """prepare: stable layer names, bound params, BatchNorm folded, one canonical bias add.
 
 ``naming.py`` names every binding after its layer (the ids every later stage uses),
-``bias.py`` folds per-channel affine ops into each layer's weights and one bias add; between
+``bias.py`` folds per-channel affine ops into each layer's weights and one bias add
+(``equalize.py`` then optionally rescales conv pairs, QConfig.equalize); between
 them TVM's own passes bind the params, decompose BatchNorm for inference and fold constants.
 """
 from __future__ import annotations
@@ -14,7 +15,9 @@ from tvm import relax
 
 from ...graph import GraphError
 from ...points import STATE_ATTR
+from ...config import QConfig
 from .bias import CanonicalizeBias
+from .equalize import EQUALIZE_ATTR, EqualizeLayers
 from .naming import NameLayers
 
 
@@ -85,8 +88,10 @@ def BindCheckedParams(params: Dict[str, np.ndarray]):  # pylint: disable=invalid
     return _pass
 
 
-def PrepareForQuantization(params: Optional[Dict[str, np.ndarray]] = None):  # pylint: disable=invalid-name
-    """The whole prepare stage as one pass: names, params, BatchNorm folding, bias canonical form."""
+def PrepareForQuantization(params: Optional[Dict[str, np.ndarray]] = None,  # pylint: disable=invalid-name
+                           config: Optional[QConfig] = None):
+    """The whole prepare stage as one pass: names, params, BatchNorm folding, bias canonical
+    form, and cross-layer equalization when ``config.equalize``."""
     steps = [CheckInputs(), NameLayers]
     if params:
         steps.append(BindCheckedParams(params))
@@ -97,8 +102,15 @@ def PrepareForQuantization(params: Optional[Dict[str, np.ndarray]] = None):  # p
         CanonicalizeBias,
         relax.transform.FoldConstant(),
     ]
+    if config is not None and config.equalize:
+        steps.append(EqualizeLayers)
     return tvm.transform.Sequential(steps, name="PrepareForQuantization")
 
 
-def prepare(mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]] = None) -> tvm.IRModule:
-    return PrepareForQuantization(params)(mod)
+def prepare(mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]] = None,
+            config: Optional[QConfig] = None) -> tvm.IRModule:
+    return PrepareForQuantization(params, config)(mod)
+
+
+__all__ = ["BindCheckedParams", "CanonicalizeBias", "CheckInputs", "EQUALIZE_ATTR",
+           "EqualizeLayers", "NameLayers", "PrepareForQuantization", "checked_params", "prepare"]

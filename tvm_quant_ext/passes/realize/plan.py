@@ -59,37 +59,69 @@ def _channel_absmax(weight: np.ndarray, axis: int) -> np.ndarray:
 def plan_layers(ctx: RealizeContext) -> List[qmath.BiasAdjustment]:
     """Weight scales, bias codes and overflow fixes for every layer, before any rewrite
     (the bias rule may change a weight scale)."""
-    config, points = ctx.config, ctx.state.points
     adjustments: List[qmath.BiasAdjustment] = []
-    bias_of = {p.weight_point: p for p in points.values() if p.kind == QKind.BIAS.value}
-    calibrators = assign_calibrators(ctx.state, (QKind.WEIGHT.value,), config.weight_scale,
-                                     config.layer_weight_scale, "layer_weight_scale")
-    for pid, point in points.items():
-        if point.kind != QKind.WEIGHT.value:
-            continue
-        weight = ctx.weights[pid].astype(np.float64)
-        scale, calibrator = weight_scale_for(config, point, weight, calibrators[pid])
-        absmax = _channel_absmax(weight, point.axis)
-        bias_quant = None
-        bias_point = bias_of.get(pid)
-        if bias_point is not None:
-            input_scale = ctx.state.activation_scales[bias_point.input_point]
-            bias_quant = qmath.quantize_bias(
-                ctx.biases[bias_point.id], input_scale, scale, absmax,
-                nbit_bias=config.nbit_bias, nbit_accumulator=config.nbit_activation,
-                policy=config.bias_overflow, per_channel=config.per_channel,
-                tiny_weight_threshold=config.tiny_weight_threshold,
-                relay8_scale_mode=config.weight_scale, layer=point.layer)
-            scale = bias_quant.weight_scale
-            adjustments.extend(bias_quant.adjustments)
-        zeroed = bias_quant.zeroed if bias_quant is not None else np.zeros(len(scale), bool)
-        codes = qmath.quantize(weight, scale, config.nbit_weight, axis=point.axis)
-        if zeroed.any():
-            index = [slice(None)] * weight.ndim
-            index[point.axis] = zeroed
-            codes[tuple(index)] = 0
-        ctx.plans[pid] = LayerPlan(scale, codes, zeroed, calibrator, bias_quant)
+    calibrators = weight_calibrators(ctx)
+    for pid, point in ctx.state.points.items():
+        if point.kind == QKind.WEIGHT.value:
+            ctx.plans[pid] = plan_layer(ctx, pid, calibrators[pid])
+            adjustments.extend(ctx.plans[pid].bias.adjustments if ctx.plans[pid].bias else [])
     return adjustments
+
+
+def weight_calibrators(ctx: RealizeContext) -> Dict[str, str]:
+    """The calibrator of every WEIGHT point (QConfig.weight_scale or its layer's override)."""
+    return assign_calibrators(ctx.state, (QKind.WEIGHT.value,), ctx.config.weight_scale,
+                              ctx.config.layer_weight_scale, "layer_weight_scale")
+
+
+def bias_points(state: QuantState) -> Dict[str, object]:
+    """weight point id -> the BIAS point of the same layer."""
+    return {p.weight_point: p for p in state.points.values() if p.kind == QKind.BIAS.value}
+
+
+def plan_layer(ctx: RealizeContext, pid: str, calibrator: str) -> LayerPlan:
+    """One layer's plan. A bias correction on the state (``bias_corrections``, from
+    passes/bias_correction.py) is subtracted from the float bias before it is quantized: at
+    scale s_in*s_w the correction survives (an 8-bit bias would round it away)."""
+    config, point = ctx.config, ctx.state.points[pid]
+    weight = ctx.weights[pid].astype(np.float64)
+    scale, calibrator = weight_scale_for(config, point, weight, calibrator)
+    absmax = _channel_absmax(weight, point.axis)
+    bias_quant = None
+    bias_point = bias_points(ctx.state).get(pid)
+    if bias_point is not None:
+        bias = ctx.biases[bias_point.id].astype(np.float64).reshape(-1)
+        correction = ctx.state.bias_corrections.get(bias_point.id)
+        if correction is not None:
+            bias = bias - np.asarray(correction, np.float64)
+        input_scale = ctx.state.activation_scales[bias_point.input_point]
+        bias_quant = qmath.quantize_bias(
+            bias, input_scale, scale, absmax,
+            nbit_bias=config.nbit_bias, nbit_accumulator=config.nbit_activation,
+            policy=config.bias_overflow, per_channel=config.per_channel,
+            tiny_weight_threshold=config.tiny_weight_threshold,
+            relay8_scale_mode=config.weight_scale, layer=point.layer)
+        scale = bias_quant.weight_scale
+    zeroed = bias_quant.zeroed if bias_quant is not None else np.zeros(len(scale), bool)
+    codes = qmath.quantize(weight, scale, config.nbit_weight, axis=point.axis)
+    if zeroed.any():
+        index = [slice(None)] * weight.ndim
+        index[point.axis] = zeroed
+        codes[tuple(index)] = 0
+    return LayerPlan(scale, codes, zeroed, calibrator, bias_quant)
+
+
+def plan_constant(plans: Dict[str, LayerPlan], point) -> np.ndarray:
+    """A WEIGHT or BIAS point's value as realize emits it (dequantized codes)."""
+    if point.kind == QKind.WEIGHT.value:
+        plan = plans[point.id]
+        return qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=point.axis)
+    return plans[point.weight_point].bias.accumulator_value
+
+
+def point_bits(config: QConfig, state: QuantState, point_id: str) -> int:
+    """Bits of an activation point: QConfig.nbit_input unless raised (precision_budget)."""
+    return state.activation_bits.get(point_id, config.nbit_input)
 
 
 def scalar(value: float, dtype="float32"):

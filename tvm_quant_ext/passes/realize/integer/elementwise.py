@@ -14,6 +14,7 @@ import numpy as np
 from tvm import relax
 
 from ....config import QKind
+from ....graph import const_value, is_const, op_name, shape_of
 from .layers import bias_add
 from .qvalue import INF, NoIntegerRule, QValue, compose_clip
 from .realizer import IntegerRealizer, register_integer
@@ -34,7 +35,7 @@ def _add(r: IntegerRealizer, var, call) -> QValue:
 
 
 def _residual_add(r: IntegerRealizer, var, lhs: QValue, rhs: QValue) -> QValue:
-    bits = np.iinfo(r.codes_dtype).bits
+    bits = max(np.iinfo(str(v.expr.ty.dtype)).bits for v in (lhs, rhs))  # 16 if either is
     common = max(float(lhs.scale), float(rhs.scale)) / 2.0 ** (RESIDUAL_SHIFT_BITS - bits)
     terms, bound = [], 0.0
     for v in (lhs, rhs):
@@ -49,7 +50,7 @@ def _relu(r: IntegerRealizer, var, call) -> QValue:
     v = r.value(call.args[0])
     if v.is_codes:  # stays on the point's grid (annotate's int point)
         return dataclasses.replace(
-            v, expr=relax.op.maximum(v.expr, r.const(v.zero_point, r.codes_dtype)))
+            v, expr=relax.op.maximum(v.expr, r.const(v.zero_point, str(v.expr.ty.dtype))))
     return dataclasses.replace(v, clip=compose_clip(v.clip, 0.0, INF))
 
 
@@ -60,3 +61,18 @@ def _clip(r: IntegerRealizer, var, call) -> QValue:
     if v.const is not None:
         raise NoIntegerRule("clip of a constant")
     return dataclasses.replace(v, clip=compose_clip(v.clip, lo, hi), point=None)
+
+
+@register_integer("relax.minimum", "relax.maximum")
+def _bound(r: IntegerRealizer, var, call) -> QValue:
+    """A per-channel clip bound by a constant (equalization's ReLU6): pending, like clip."""
+    consts = [a for a in call.args if is_const(a)]
+    v = r.value(next((a for a in call.args if not is_const(a)), None))
+    if len(consts) != 1 or v is None or v.const is not None:
+        raise NoIntegerRule("minimum/maximum is not of one tensor and one constant")
+    bound = np.asarray(const_value(consts[0]), np.float64)
+    if bound.ndim > len(shape_of(var)):
+        raise NoIntegerRule("bound has more dimensions than the tensor")
+    if op_name(call) == "relax.minimum":
+        return dataclasses.replace(v, clip=compose_clip(v.clip, -INF, bound), point=None)
+    return dataclasses.replace(v, clip=compose_clip(v.clip, bound, INF), point=None)

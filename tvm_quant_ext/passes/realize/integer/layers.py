@@ -14,7 +14,7 @@ from tvm import relax
 
 from ....graph import GraphError, shape_of
 from ....layer_ops import LAYER_OPS
-from .qvalue import INF, NoIntegerRule, QValue, compact, on_axis, zero_if_none
+from .qvalue import NoIntegerRule, QValue, compact, has_clip, on_axis, zero_if_none
 from .realizer import IntegerRealizer, register_integer
 
 
@@ -81,7 +81,7 @@ def _matmul(r: IntegerRealizer, var, call) -> QValue:
 
 def bias_add(r: IntegerRealizer, var, acc: Optional[QValue], bias: QValue) -> QValue:
     """A BIAS constant added to a layer accumulator, in the accumulator's (widened) type."""
-    if acc is None or acc.point is not None or acc.clip != (-INF, INF):
+    if acc is None or acc.point is not None or has_clip(acc.clip):
         raise NoIntegerRule("bias added to something other than a layer accumulator")
     out_shape = shape_of(var)
     acc_scale = np.broadcast_to(acc.scale, out_shape)

@@ -58,8 +58,8 @@ def _pad(r: IntegerRealizer, var, call) -> QValue:
     # the pad code p must mean real 0: clip((p + offset - zero_point) * scale) == 0
     if v.offset is not None and np.asarray(v.offset).ndim:
         raise NoIntegerRule("padding a value with a per-element offset")
-    if not v.clip[0] <= 0 <= v.clip[1]:
-        raise NoIntegerRule(f"padding a value clipped to {v.clip}, which excludes 0")
+    if not (np.all(np.asarray(v.clip[0]) <= 0) and np.all(np.asarray(v.clip[1]) >= 0)):
+        raise NoIntegerRule("padding a value clipped to a range that excludes 0")
     pad_code = v.zero_point - (0 if v.offset is None else int(v.offset))
     widths = [int(w) for w in call.attrs.pad_width]
     padded = {axis for axis in range(len(widths) // 2) if widths[2 * axis] or widths[2 * axis + 1]}

@@ -26,13 +26,13 @@ def _activation_point(r: IntegerRealizer, var, tensor, point: QPoint) -> QValue:
     source = r.value(tensor)
     name = f"{point.id}.codes"
     if source is not None:
-        codes = r.requantize(source, scale, zero_point, name)
+        codes = r.requantize(source, scale, zero_point, name, point.id)
     elif not is_const(tensor):
-        codes = r.quantize_float(r.float_of(tensor), scale, zero_point, name)
+        codes = r.quantize_float(r.float_of(tensor), scale, zero_point, name, point.id)
     else:  # a constant operand: quantize it here
-        qmin, qmax = r.qmin, r.qmax
+        qmin, qmax, dtype = r.point_range(point.id)
         codes_np = np.clip(qmath.round_half_up(const_value(tensor) / scale) + zero_point, qmin, qmax)
-        codes = r.emit(make_const(codes_np, r.codes_dtype), name)
+        codes = r.emit(make_const(codes_np, dtype), name)
     if r.tap:  # evaluation reads the codes under the point's id (and dequantizes them)
         codes = r.emit(make_marker(codes, point.id, point.kind), f"{point.id}.tap")
     return r.codes_value(codes, point.id)

@@ -12,6 +12,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 from tvm import relax
 
+from ....graph import make_const
+
 INF = float("inf")
 
 
@@ -34,7 +36,8 @@ class QValue:
     scale: np.ndarray
     zero_point: int = 0
     offset: Optional[np.ndarray] = None
-    clip: Tuple[float, float] = (-INF, INF)
+    # (lo, hi): floats, or arrays broadcasting against the tensor (a per-channel bound)
+    clip: Tuple[object, object] = (-INF, INF)
     bound: float = 0.0
     point: Optional[str] = None
     const: Optional[np.ndarray] = None
@@ -42,7 +45,7 @@ class QValue:
 
     @property
     def is_codes(self) -> bool:
-        return self.point is not None and self.offset is None and self.clip == (-INF, INF)
+        return self.point is not None and self.offset is None and not has_clip(self.clip)
 
 
 def compact(array) -> np.ndarray:
@@ -66,14 +69,35 @@ def zero_if_none(offset):
 
 
 def clip_bounds(clip, dtype):
-    """A pending clip within the finite range of a float dtype."""
+    """A pending scalar clip within the finite range of a float dtype."""
     info = np.finfo(dtype)
     return max(clip[0], float(info.min)), min(clip[1], float(info.max))
 
 
+def apply_clip(expr, lo, hi, dtype: str):
+    """clip(expr, lo, hi) for scalar bounds; maximum/minimum by constants for per-channel
+    ones (relax's clip takes scalars only)."""
+    lo, hi = compact(lo), compact(hi)
+    if lo.ndim == 0 and hi.ndim == 0:
+        return relax.op.clip(expr, lo.item(), hi.item())
+    if np.any(lo > -INF):
+        expr = relax.op.maximum(expr, make_const(lo, dtype))
+    if np.any(hi < INF):
+        expr = relax.op.minimum(expr, make_const(hi, dtype))
+    return expr
+
+
+def has_clip(clip) -> bool:
+    """Whether a pending clip bounds anything."""
+    return bool(np.any(np.asarray(clip[0]) > -INF) or np.any(np.asarray(clip[1]) < INF))
+
+
 def compose_clip(clip, lo, hi):
-    """clip(clip(y, a, b), lo, hi) == clip(y, clip(a, lo, hi), clip(b, lo, hi))."""
-    return (min(max(clip[0], lo), hi), min(max(clip[1], lo), hi))
+    """clip(clip(y, a, b), lo, hi) == clip(y, clip(a, lo, hi), clip(b, lo, hi)); bounds may
+    be per-channel arrays (kept scalar when they are all equal)."""
+    new_lo = compact(np.minimum(np.maximum(clip[0], lo), hi))
+    new_hi = compact(np.minimum(np.maximum(clip[1], lo), hi))
+    return tuple(float(b) if b.ndim == 0 else b for b in (new_lo, new_hi))
 
 
 

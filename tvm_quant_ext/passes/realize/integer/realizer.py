@@ -19,7 +19,8 @@ from ....fixed_point import codes_dtype, fixed_point
 from ....graph import BindingRewriter, make_const, op_name, registrar, substitute
 from ....points import QPoint, QuantState, parse_marker
 from ..plan import SIMULATE_DTYPE, RealizeContext, emit_codes
-from .qvalue import INF, NoIntegerRule, QValue, clip_bounds, compact, vars_in, zero_if_none
+from .qvalue import (INF, NoIntegerRule, QValue, apply_clip, clip_bounds, compact, has_clip,
+                     vars_in, zero_if_none)
 
 
 IntegerRule = Callable[["IntegerRealizer", relax.Var, relax.Call], QValue]
@@ -54,6 +55,7 @@ class IntegerRealizer(BindingRewriter):
         self.codes_dtype = codes_dtype(config.nbit_input, config.activation_symmetric)
         self.qmin, self.qmax = qmath.activation_range(config.nbit_input, config.activation_symmetric)
         self.wide = config.nbit_input > 8 or config.nbit_weight > 8 or config.nbit_activation == 64
+        self.point_bits = dict(ctx.state.activation_bits)  # points raised above nbit_input
         self._already_float = {f["tensor"] for f in ctx.state.float_ops}
 
     # -- emitting -------------------------------------------------------------------------
@@ -96,25 +98,36 @@ class IntegerRealizer(BindingRewriter):
         if np.any(shift != 0):
             x = relax.op.add(x, self.const(shift, "float32"))
         x = relax.op.multiply(x, self.const(compact(v.scale), "float32"))
-        if v.clip != (-INF, INF):
-            x = relax.op.clip(x, *clip_bounds(v.clip, "float32"))
+        if has_clip(v.clip):
+            lo, hi = (np.clip(b, *clip_bounds((-INF, INF), "float32")) for b in v.clip)
+            x = apply_clip(x, lo, hi, "float32")
         return self.emit(x, name)
 
-    def requantize(self, v: QValue, scale: float, zero_point: int, name: str) -> relax.Var:
+    def point_range(self, point_id: Optional[str]):
+        """(qmin, qmax, codes dtype) of a point: nbit_input, or its raised width
+        (QConfig.precision_budget, passes/precision.py)."""
+        bits = self.point_bits.get(point_id)
+        if bits is None:
+            return self.qmin, self.qmax, self.codes_dtype
+        qmin, qmax = qmath.activation_range(bits, self.config.activation_symmetric)
+        return qmin, qmax, codes_dtype(bits, self.config.activation_symmetric)
+
+    def requantize(self, v: QValue, scale: float, zero_point: int, name: str,
+                   point_id: Optional[str] = None) -> relax.Var:
         """Codes of ``v`` at (scale, zero_point): int64 fixed-point multiply, round half up,
         pending clip applied on the codes, cast to the code type."""
         multiplier = compact(np.asarray(v.scale, np.float64) / scale)
         x = self.fixed_point_multiply(v, multiplier)
         if zero_point:
             x = relax.op.add(x, self.const(zero_point, "int64"))
-        lo, hi = self.qmin, self.qmax
-        if v.clip[0] > -INF:  # f(clip(y, a, b)) = clip(f(y), f(a), f(b)): f is monotone
-            lo = max(lo, int(qmath.round_half_up(v.clip[0] / scale)) + zero_point)
-        if v.clip[1] < INF:
-            hi = min(hi, int(qmath.round_half_up(v.clip[1] / scale)) + zero_point)
-        hi = max(hi, lo)
-        x = relax.op.clip(x, lo, hi)
-        return self.emit(relax.op.astype(x, self.codes_dtype), name)
+        # f(clip(y, a, b)) = clip(f(y), f(a), f(b)): f is monotone (bounds per channel or not)
+        qmin, qmax, dtype = self.point_range(point_id)
+        with np.errstate(invalid="ignore"):
+            lo = np.maximum(qmin, qmath.round_half_up(np.asarray(v.clip[0], np.float64) / scale) + zero_point)
+            hi = np.minimum(qmax, qmath.round_half_up(np.asarray(v.clip[1], np.float64) / scale) + zero_point)
+        hi = np.maximum(hi, lo)
+        x = apply_clip(x, lo.astype(np.int64), hi.astype(np.int64), "int64")
+        return self.emit(relax.op.astype(x, dtype), name)
 
     def fixed_point_multiply(self, v: QValue, multiplier) -> relax.Expr:
         """int64 ``round_half_up((int(v) + offset - zero_point) * multiplier)``:
@@ -129,13 +142,15 @@ class IntegerRealizer(BindingRewriter):
         x = relax.op.add(x, self.const(compact(np.left_shift(np.int64(1), rshift - 1)), "int64"))
         return relax.op.right_shift(x, self.const(rshift, "int64"))
 
-    def quantize_float(self, tensor, scale: float, zero_point: int, name: str) -> relax.Var:
+    def quantize_float(self, tensor, scale: float, zero_point: int, name: str,
+                       point_id: Optional[str] = None) -> relax.Var:
         # the exact float ops simulate emits, in simulate's float64: x / s computed in float32
         # rounds differently near ties, and one flipped input code is amplified downstream
+        qmin, qmax, dtype = self.point_range(point_id)
         if str(tensor.ty.dtype) != SIMULATE_DTYPE:
             tensor = self.emit(relax.op.astype(tensor, SIMULATE_DTYPE), f"{name}.f64")
-        codes = emit_codes(self.bb, tensor, scale, zero_point, self.qmin, self.qmax, name)
-        return self.emit(relax.op.astype(codes, self.codes_dtype), name)
+        codes = emit_codes(self.bb, tensor, scale, zero_point, qmin, qmax, name)
+        return self.emit(relax.op.astype(codes, dtype), name)
 
     def codes_operand(self, expr, what: str) -> QValue:
         v = self.value(expr)
@@ -151,9 +166,10 @@ class IntegerRealizer(BindingRewriter):
 
     def codes_value(self, expr, point_id: str) -> QValue:
         zero_point = self.state.activation_zero_points.get(point_id, 0)
+        qmin, qmax, _ = self.point_range(point_id)
         return QValue(expr, np.asarray(self.state.activation_scales[point_id], np.float64),
                       zero_point=zero_point, point=point_id,
-                      bound=max(self.qmax - zero_point, zero_point - self.qmin))
+                      bound=max(qmax - zero_point, zero_point - qmin))
 
     # -- the walk -------------------------------------------------------------------------
     def visit(self, var: relax.Var, value) -> None:
