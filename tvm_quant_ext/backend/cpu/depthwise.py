@@ -13,6 +13,8 @@ from tvm.s_tir import Schedule
 
 from .epilogue import Epilogue
 
+VECTOR_LANES = 16  # int32 lanes of an AVX-512 register
+
 
 def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
                      padding=(0, 0, 0, 0), dilation=(1, 1),
@@ -57,17 +59,28 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
             total = total + term
         return total
 
+    # the taps summed in an int32 stage of their own: written as one expression with the
+    # epilogue, the epilogue's first cast to int64 is pushed into every term by the simplifier
+    # and the whole sum runs on int64 vectors (half the lanes, twice the instructions)
+    acc = te.compute((n, c, oh, ow), accumulate, name="acc")
     out = te.compute((n, c, oh, ow),
-                     lambda *index: epilogue.apply(accumulate(*index), index, extra), name="out")
+                     lambda *index: epilogue.apply(acc[index], index, extra), name="out")
     func = te.create_prim_func([data, weight, *extra, out])
 
     sch = Schedule(func)
     out_block, pad_block = sch.get_sblock("out"), sch.get_sblock("padded")
+    acc_block = sch.get_sblock("acc")
     i, ch, y, x = sch.get_loops(out_block)
     channel = sch.fuse(i, ch)
     sch.parallel(channel)
+    # a vector of accumulators at a time (kept in registers): the widest piece of the output
+    # row up to 16 lanes that divides it
+    piece = max(d for d in range(1, min(ow, VECTOR_LANES) + 1) if ow % d == 0)
+    x_outer, x_inner = sch.split(x, [None, piece])
+    sch.compute_at(acc_block, x_outer)
     sch.compute_at(pad_block, channel)
-    sch.vectorize(x)
+    sch.vectorize(x_inner)
+    sch.vectorize(sch.get_loops(acc_block)[-1])
     sch.vectorize(sch.get_loops(pad_block)[-1])
     func = sch.mod["main"].without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)

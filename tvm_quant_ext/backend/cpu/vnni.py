@@ -14,7 +14,8 @@ a ``call_tir`` of one scheduled kernel that
    ``O/16 x C/4 x KH x KW x 16o x 4c``, the inner 16x4 block tensorized onto ``vpdpbusd``
    and ``ow`` register-blocked;
 3. unpacks back to NCHW int32, or, fused (``fuse.fuse_int8_layers``), applies the layer's
-   integer epilogue (bias, requantize, clip, cast) to each element and writes NCHW int8.
+   integer epilogue (bias, requantize, clip, cast) to each element and writes NCHW int8,
+   vectorized over 16 output channels (``_schedule_unpack``).
 
 The kernel's schedule is fixed (no tuning needed); it carries ``tirx.is_scheduled`` so later
 schedule passes leave it alone.
@@ -188,8 +189,25 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int) -> tvm.t
     loops = sch.get_loops(pack)
     sch.parallel(sch.fuse(*loops[:3]))
     sch.vectorize(loops[-1])
-    out = sch.get_sblock("out")
-    loops = sch.get_loops(out)
-    sch.parallel(sch.fuse(*loops[:3]))
-    sch.vectorize(loops[-1])
+    _schedule_unpack(sch, sch.get_sblock("out"))
     return sch.mod["main"]
+
+
+def _schedule_unpack(sch: Schedule, out) -> None:
+    """The epilogue + unpack to NCHW, vectorized over 16 output channels where it can be.
+
+    Vectorized over the output row instead, each lane would read the accumulator 64 bytes
+    from its neighbour (a gather) and load each channel's epilogue constants separately; over
+    the 16 channels of one accumulator vector the reads and the per-channel constants are
+    contiguous, and only the (int8) stores are strided. Measured on EfficientNet-Lite0's
+    convs: the 1x1 expansions over large planes take 30-45% less time, the rest within noise.
+    """
+    i, oc, y, x = sch.get_loops(out)
+    if int(sch.get(oc).extent) % LANES:
+        sch.parallel(sch.fuse(i, oc, y))
+        sch.vectorize(x)
+        return
+    oc_block, lane = sch.split(oc, [None, LANES])
+    sch.reorder(i, oc_block, y, x, lane)
+    sch.parallel(sch.fuse(i, oc_block, y))
+    sch.vectorize(lane)
