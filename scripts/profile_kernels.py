@@ -1,7 +1,12 @@
 """Where the time goes: every TIR kernel of a compiled zoo model, timed on its own (zero inputs),
-times the number of calls in ``main``, grouped by kind.
+times the number of calls in ``main``, grouped by kind; for the int8 conv / dense / depthwise
+kernels also their multiply-accumulates and G MAC/s, and for the 3x3 convs together their
+share of the measured VNNI peak (``--peak``: the bench's ``vpdpbusd`` microkernel).
 
     python scripts/profile_kernels.py --model efficientnet_lite0 --mode integer [--tuning-db DIR]
+    python scripts/profile_kernels.py --model resnet50_v2 --batch 8 --peak
+
+Set beside OpenVINO's own per-layer counters: ``bench_workers/ov_profile.py``.
 
 The Relax VM of apache-tvm 0.27 has no profiler; this lowers the model the way ``build`` does,
 compiles each PrimFunc alone and times it with ``time_evaluator``.
@@ -25,6 +30,7 @@ from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
 from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
 from tvm_quant_ext.backend.tune import tune  # noqa: E402
 from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
+from tvm_quant_ext.backend import threads  # noqa: E402
 
 from bench_workers.torch_models import TORCH_MODELS  # noqa: E402  (random-weight models)
 
@@ -54,6 +60,27 @@ def time_kernel(func, target, runs=5) -> float:
     return lib.mod.time_evaluator("main", tvm.cpu(), number=runs, repeat=3)(*args).median * 1e3
 
 
+def kernel_macs(name: str, func) -> int:
+    """Multiply-accumulates of one call of a fused int8 layer kernel (0 for anything else)."""
+    shapes = [[int(d) for d in p.shape] for p in func.params]
+    if "vnni" in name:  # (data NCHW, packed weight, ..., out NCHW): o*oh*ow outputs, c*kh*kw each
+        (n, c, _, _), weight, out = shapes[0], shapes[1], shapes[-1]
+        return n * out[1] * out[2] * out[3] * c * weight[2] * weight[3]
+    if "depthwise" in name:
+        weight, out = shapes[1], shapes[-1]
+        return out[0] * out[1] * out[2] * out[3] * weight[2] * weight[3]
+    return 0
+
+
+def kernel_window(name: str, func) -> str:
+    if "vnni" not in name and "depthwise" not in name:
+        return ""
+    if "depthwise" in name:
+        return "dw%dx%d" % tuple(int(d) for d in func.params[1].shape[2:])
+    weight = [int(d) for d in func.params[1].shape]
+    return "%dx%d" % (weight[2], weight[3])
+
+
 def kind_of(name: str) -> str:
     for key in ("vnni", "depthwise", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
         if key in name:
@@ -69,6 +96,9 @@ def main(argv=None):
     ap.add_argument("--mcpu", default="znver4")
     ap.add_argument("--tuning-db", default=None)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--peak", action="store_true",
+                    help="measure the vpdpbusd peak (bench_workers/peak.py) for the %% column")
     ap.add_argument("--unfused", action="store_true",
                     help="int8 layers without their fused epilogue (build(..., fuse=False))")
     args = ap.parse_args(argv)
@@ -77,12 +107,13 @@ def main(argv=None):
         from tvm_quant_ext.frontend.torch import from_torch
 
         factory, shape = TORCH_MODELS[args.model]
-        graph, params = from_torch(factory(), np.zeros((1,) + shape, np.float32))
+        graph, params = from_torch(factory(), np.zeros((args.batch,) + shape, np.float32))
         rng = np.random.default_rng(0)
-        calib = [rng.standard_normal((1,) + shape).astype("float32") for _ in range(4)]
+        calib = [rng.standard_normal((args.batch,) + shape).astype("float32") for _ in range(4)]
     else:
-        zm = zoo.load(args.model, 1)
-        graph, params, calib = zm.mod, zm.params, [zm.calib[i:i + 1] for i in range(8)]
+        zm = zoo.load(args.model, args.batch)
+        graph, params = zm.mod, zm.params
+        calib = [np.repeat(zm.calib[i:i + 1], args.batch, axis=0) for i in range(8)]
     if args.mode == "fp32":
         mod = passes.prepare(graph, params)
     else:
@@ -90,17 +121,39 @@ def main(argv=None):
     lowered = lowered_module(mod, target, args.tuning_db, fuse=not args.unfused)
     counts = call_counts(lowered["main"])
     per_kernel, per_kind = {}, collections.Counter()
+    macs, windows = {}, {}
     for gv, func in lowered.functions_items():
         if isinstance(func, tvm.tirx.PrimFunc) and counts[gv.name_hint]:
-            ms = time_kernel(func, target) * counts[gv.name_hint]
-            per_kernel[gv.name_hint] = ms
-            per_kind[kind_of(gv.name_hint)] += ms
+            name = gv.name_hint
+            ms = time_kernel(func, target) * counts[name]
+            per_kernel[name] = ms
+            per_kind[kind_of(name)] += ms
+            macs[name] = kernel_macs(name, func) * counts[name]
+            windows[name] = kernel_window(name, func)
+    peak = None
+    if args.peak:
+        from bench_workers import peak as vnni_peak
+        import tempfile
+
+        peak, how = vnni_peak.measure(tempfile.mkdtemp(), threads.default_thread_count())
+        print(f"VNNI peak: {peak} G MAC/s ({how})")
     total = sum(per_kernel.values())
-    print(f"{args.model} {args.mode}: kernels sum to {total:.2f} ms")
+    print(f"{args.model} b{args.batch} {args.mode}, {threads.default_thread_count()} threads: "
+          f"kernels sum to {total:.2f} ms")
     for kind, ms in per_kind.most_common():
         print(f"  {kind:20s} {ms:8.2f} ms  {100 * ms / total:5.1f}%")
+    by_window = collections.defaultdict(lambda: [0.0, 0])
+    for name, ms in per_kernel.items():
+        if macs[name]:
+            by_window[windows[name]][0] += ms
+            by_window[windows[name]][1] += macs[name]
+    for window, (ms, count) in sorted(by_window.items(), key=lambda kv: -kv[1][0]):
+        rate = count / ms / 1e6
+        share = f", {100 * rate / peak:.0f}% of peak" if peak else ""
+        print(f"  {window:8s} layers: {ms:8.2f} ms, {count / 1e9:.2f} G MAC, {rate:.0f} G MAC/s{share}")
     for name, ms in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:args.top]:
-        print(f"    {name:60s} {ms:8.3f} ms")
+        rate = f"{macs[name] / ms / 1e6:6.0f} G MAC/s" if macs[name] else ""
+        print(f"    {name:50.50s} x{counts[name]:<3d} {windows[name]:7s} {ms:8.3f} ms {rate}")
 
 
 if __name__ == "__main__":
