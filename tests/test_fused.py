@@ -127,3 +127,68 @@ def test_depthwise_kernel_matches_numpy(data_dtype, case):
     out = tvm.runtime.tensor(np.zeros(ref.shape, "int32"))
     lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
     np.testing.assert_array_equal(out.numpy(), ref)
+
+
+@needs_vnni
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_conv_to_conv_stays_packed(symmetric):
+    # a VNNI conv whose only reader is another VNNI conv hands over NC/4HW4c, not NCHW
+    mod, params = tiny_resnet()
+    qmod = _quantized((mod, params), (1, 3, 16, 16), symmetric=symmetric)
+    names = _call_tir_names(lower(qmod, tvm.target.Target(VNNI_TARGET)))
+    assert "conv2d_int8_vnni_packed" in names
+    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
+    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        image = rng.standard_normal((1, 3, 16, 16)).astype("float32")
+        np.testing.assert_array_equal(fused(image), unfused(image))
+
+
+def _run_kernel(func, *arrays):
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      tvm.target.Target(VNNI_TARGET))
+    out = func.params[-1]
+    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
+    lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
+    return result.numpy()
+
+
+@needs_vnni
+@pytest.mark.parametrize("case", [
+    # (in channels, mid channels, out channels, size, consumer kernel, padding, stride, dtype)
+    (8, 20, 12, 9, 3, 1, 1, "int8"),     # mid channels not a multiple of 4 or 16
+    (16, 32, 16, 8, 1, 0, 1, "int8"),    # no padding: the consumer reads the packed input
+    (5, 16, 7, 6, 3, 1, 2, "uint8"),     # unsigned codes, stride 2
+    (16, 48, 32, 7, 1, 0, 1, "uint8"),
+])
+def test_packed_link_equals_nchw(case):
+    from tvm_quant_ext.backend.cpu import vnni
+    from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
+
+    c, mid, o, size, k, pad, stride, dtype = case
+    lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
+
+    def requantize(to):
+        low, high = (-128, 127) if to == "int8" else (lo, hi)
+        return Epilogue([Step("relax.right_shift", (np.array(9, "int32"),), "int32"),
+                         Step("relax.clip", (), "int32", (low, high)),
+                         Step("relax.astype", (), to)])
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (1, c, size, size)).astype("int8")
+    w1 = rng.integers(-127, 128, (mid, c, 1, 1)).astype("int8")
+    w2 = rng.integers(-127, 128, (o, mid, k, k)).astype("int8")
+    first = [vnni.pack_weight(w1), vnni.shift_correction(w1, "int8")]
+    second = [vnni.pack_weight(w2), vnni.shift_correction(w2, dtype)]
+    conv = dict(strides=(stride, stride), padding=(pad,) * 4, epilogue=requantize("int8"))
+    y = _run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype)),
+                    x, *first)
+    expected = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, **conv), y, *second)
+    packed = _run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype),
+                                            output_packed=True), x, *first)
+    assert packed.shape == vnni.packed_shape(y.shape)
+    got = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, input_packed=True, **conv),
+                      packed, *second)
+    np.testing.assert_array_equal(got, expected)
+    assert np.abs(expected.astype(int)).max() > 0  # not all zeros

@@ -17,7 +17,7 @@ Layer kernels:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -37,13 +37,15 @@ OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
 @dataclass
 class LayerKernel:
     """How to call one fused kernel: its PrimFunc, the constants it takes after the data, and
-    the output it writes (``reshape_to``: the layer's own shape when the kernel's differs)."""
+    the output it writes (``reshape_to``: the layer's own shape when the kernel's differs;
+    ``out_dtype``: when it is not the epilogue's, e.g. a packed uint8 output)."""
 
     func: tvm.tirx.PrimFunc
     name: str
     consts: List[np.ndarray]
     out_shape: Tuple[int, ...]
     reshape_to: Optional[Tuple[int, ...]] = None
+    out_dtype: Optional[str] = None
 
 
 # LAYER_KERNELS[op](call, epilogue, options) -> LayerKernel, or None when this call (dtypes,
@@ -66,6 +68,10 @@ class FuseOptions:
     vnni: bool = True        # conv2d groups=1 / dense on vpdpbusd
     depthwise: bool = True   # depthwise conv2d kernel
     epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
+    packed_links: bool = True  # VNNI conv -> VNNI conv passes the packed layout (no NCHW between)
+    # per call, set by the rewrite: this layer's input comes packed / its output goes packed
+    input_packed: bool = False
+    output_packed: bool = False
 
 
 def _int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
@@ -83,6 +89,13 @@ def _nchw(attrs) -> bool:
             and str(attrs.out_layout or attrs.data_layout) == "NCHW")
 
 
+def on_vnni_conv(call: relax.Call, options: FuseOptions) -> bool:
+    """Whether ``call`` runs on the VNNI conv2d kernel (the only one that links packed)."""
+    return (options.vnni and op_name(call) == "relax.nn.conv2d"
+            and _int8_operands(call) is not None and _nchw(call.attrs)
+            and int(call.attrs.groups) == 1)
+
+
 @register_layer("relax.nn.conv2d")
 def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
     operands = _int8_operands(call)
@@ -93,11 +106,18 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     data_shape = [int(s) for s in call.args[0].ty.shape]
     groups = int(a.groups)
     out_shape = tuple(int(s) for s in call.ty.shape)
-    if groups == 1 and options.vnni:
+    if on_vnni_conv(call, options):
         func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
-                                  a.dilation, epilogue=epilogue)
+                                  a.dilation, epilogue=epilogue,
+                                  input_packed=options.input_packed,
+                                  output_packed=options.output_packed)
         consts = [vnni.pack_weight(weight), vnni.shift_correction(weight, data_dtype)]
+        if options.output_packed:
+            return LayerKernel(func, "conv2d_int8_vnni_packed", consts,
+                               vnni.packed_shape(out_shape), out_dtype="uint8")
         return LayerKernel(func, "conv2d_int8_vnni", consts, out_shape)
+    if options.input_packed or options.output_packed:
+        raise AssertionError("only the VNNI conv2d kernel links packed")  # _packed_links' rule
     if groups == data_shape[1] == weight.shape[0] and weight.shape[1] == 1 and options.depthwise:
         func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                 a.dilation, epilogue=epilogue)
@@ -165,12 +185,32 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
     return {v: c for v, c in chains.items() if v not in absorbed}
 
 
+def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
+                  options: FuseOptions) -> set:
+    """Chain ends whose output can stay packed: read once, by a VNNI conv chain's layer, and
+    made by one (an int8 / uint8 epilogue result)."""
+    if not (options.vnni and options.epilogue and options.packed_links):
+        return set()
+    uses = var_uses(func)
+    links = set()
+    for chain in chains.values():
+        data = chain.layer.args[0]
+        producer = chains.get(data)
+        if (producer is not None and uses.get(data, 0) == 1
+                and on_vnni_conv(chain.layer, options) and on_vnni_conv(producer.layer, options)
+                and producer.epilogue.dtype in ("int8", "uint8")):
+            links.add(data)
+    return links
+
+
 @relax.expr_functor.mutator
 class _FuseLayers(relax.PyExprMutator):
     def __init__(self, mod, options: FuseOptions):
         super().__init__(mod)
         self.options = options
         self.ends: Dict[relax.Var, _Chain] = {}
+        self.links: set = set()               # chain ends that go out packed
+        self.packed: Dict[relax.Var, relax.Var] = {}  # such an end -> its packed tensor
         self.rewritten = 0
 
     def visit_var_binding_(self, binding):
@@ -178,21 +218,29 @@ class _FuseLayers(relax.PyExprMutator):
         kernel = None
         if chain is not None:
             rule = LAYER_KERNELS[op_name(chain.layer)]
-            kernel = rule(chain.layer, chain.epilogue, self.options)
+            options = replace(self.options, input_packed=chain.layer.args[0] in self.packed,
+                              output_packed=binding.var in self.links)
+            kernel = rule(chain.layer, chain.epilogue, options)
         if kernel is None:
             return super().visit_var_binding_(binding)
         # opaque to FuseOps: a scheduled kernel must not be merged into its neighbours
         gv = self.builder_.add_func(kernel.func.with_attr("op_pattern", OPAQUE), kernel.name)
-        data = self.visit_expr(chain.layer.args[0])
+        if options.input_packed:
+            data = self.packed[chain.layer.args[0]]
+        else:
+            data = self.visit_expr(chain.layer.args[0])
         if kernel.reshape_to is not None:
             data = self.builder_.emit(relax.op.reshape(data, [*data.ty.shape, 1, 1]))
-        dtype = chain.epilogue.dtype or "int32"
+        dtype = kernel.out_dtype or chain.epilogue.dtype or "int32"
         consts = [relax.const(a, str(a.dtype))
                   for a in kernel.consts + chain.epilogue.tensor_operands()]
         value = relax.call_tir(gv, [data] + consts, relax.TensorType(kernel.out_shape, dtype))
+        self.rewritten += 1
+        if options.output_packed:  # its one reader takes the packed tensor; the NCHW var goes
+            self.packed[binding.var] = self.builder_.emit(value, "packed")
+            return
         if kernel.reshape_to is not None:
             value = relax.op.reshape(self.builder_.emit(value), list(kernel.reshape_to))
-        self.rewritten += 1
         # the layer's output variable keeps its identity (dataflow or output var)
         self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(value)))
 
@@ -204,14 +252,18 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
-                     epilogue: bool = True) -> tvm.IRModule:
+                     epilogue: bool = True, packed_links: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
-    that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``."""
-    options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue)
+    that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI conv
+    whose only reader is another VNNI conv hands it the packed layout (``packed_links``)."""
+    options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
+                          packed_links=packed_links)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
     rewriter = _FuseLayers(mod, options)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             rewriter.ends = _find_chains(func, options)
+            rewriter.links = _packed_links(func, rewriter.ends, options)
+            rewriter.packed = {}
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     return relax.transform.DeadCodeElimination()(rewriter.builder_.finalize())

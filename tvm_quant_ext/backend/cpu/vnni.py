@@ -22,7 +22,7 @@ schedule passes leave it alone.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 import tvm
@@ -108,13 +108,26 @@ def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
     return (128 * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype("int32")
 
 
+def packed_shape(shape: Sequence[int]) -> Tuple[int, ...]:
+    """NCHW -> the ``NC/4 H W 4c`` uint8 layout the kernel reduces over."""
+    n, c, h, w = (int(v) for v in shape)
+    return (n, -(-c // GROUP), h, w, GROUP)
+
+
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
-                  epilogue_index=None) -> tvm.tirx.PrimFunc:
+                  epilogue_index=None, input_packed: bool = False,
+                  output_packed: bool = False) -> tvm.tirx.PrimFunc:
     """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors)
     -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the epilogue runs
     on each unpacked accumulator element (``epilogue_index`` maps the NCHW output index to the
-    index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer)."""
+    index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer).
+
+    Between two such kernels the activation need not go back to NCHW: ``output_packed``
+    writes the (int8 / uint8) epilogue result already in the consumer's ``packed_shape``
+    layout (signed codes shifted by +128, channels past ``o`` holding the shifted zero), and
+    ``input_packed`` takes such a tensor as ``data`` (``data_shape`` still the NCHW shape), so
+    the consumer only pads it, or, without padding, reduces over it directly."""
     epilogue = epilogue or Epilogue()
     epilogue_index = epilogue_index or (lambda *index: index)
     n, c, h, w = (int(v) for v in data_shape)
@@ -127,13 +140,23 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
     shift = 128 if data_dtype == "int8" else 0
 
-    data = te.placeholder((n, c, h, w), data_dtype, "data")
+    if input_packed:
+        data = te.placeholder(packed_shape(data_shape), "uint8", "data")
+    else:
+        data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
     correction = te.placeholder((o,), "int32", "correction")
     extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
              for i, a in enumerate(epilogue.tensor_operands())]
 
+    def pack_packed(i, ci, y, x, j):
+        inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl)
+        return tvm.tirx.if_then_else(inside, data[i, ci, y - pt, x - pl, j],
+                                     tvm.tirx.const(shift, "uint8"))
+
     def pack(i, ci, y, x, j):
+        if input_packed:
+            return pack_packed(i, ci, y, x, j)
         ch = ci * GROUP + j
         inside = tvm.tirx.all(ch < c, y >= pt, y < h + pt, x >= pl, x < w + pl)
         value = data[i, te.min(ch, c - 1), y - pt, x - pl]
@@ -141,7 +164,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
             value = (value.astype("int32") + shift).astype("uint8")
         return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(shift, "uint8"))
 
-    packed = te.compute((n, cb, hp, wp, GROUP), pack, name="data_packed")
+    reads_input = input_packed and pt == pl == pb == pr == 0
+    if reads_input:  # already packed, nothing to pad: the reduction reads the input itself
+        packed = data
+    else:
+        packed = te.compute((n, cb, hp, wp, GROUP), pack, name="data_packed")
     rc = te.reduce_axis((0, cb), "rc")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
@@ -152,17 +179,35 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
             packed[i, rc, y * sh + ry * dh, x * sw + rx * dw, rj].astype("int32")
             * weight[bo, rc, ry, rx, lo, rj].astype("int32"), axis=[rc, ry, rx, rj]),
         name="acc")
-    out = te.compute(
-        (n, o, oh, ow),
-        lambda i, oc, y, x: epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
-                                           epilogue_index(i, oc, y, x), extra),
-        name="out")
+
+    def result(i, oc, y, x):
+        return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
+                              epilogue_index(i, oc, y, x), extra)
+
+    if output_packed:
+        if epilogue.dtype not in ("int8", "uint8"):
+            raise ValueError(f"a packed output holds int8/uint8 codes, the epilogue gives "
+                             f"{epilogue.dtype}")
+        out_shift = 128 if epilogue.dtype == "int8" else 0
+
+        def packed_result(i, q, y, x, j):
+            oc = q * GROUP + j
+            value = result(i, te.min(oc, o - 1), y, x)
+            if out_shift:
+                value = (value.astype("int32") + out_shift).astype("uint8")
+            return tvm.tirx.if_then_else(oc < o, value, tvm.tirx.const(out_shift, "uint8"))
+
+        out = te.compute(packed_shape((n, o, oh, ow))[:2] + (oh, ow, GROUP), packed_result,
+                         name="out")
+    else:
+        out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, out])
-    func = _schedule(func, ow, ob).without_attr("global_symbol")
+    func = _schedule(func, ow, ob, reads_input, output_packed).without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
 
 
-def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int) -> tvm.tirx.PrimFunc:
+def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
+              reads_input: bool = False, output_packed: bool = False) -> tvm.tirx.PrimFunc:
     _ensure_intrinsic()
     sch = Schedule(func)
     block = REGISTER_BLOCK
@@ -185,12 +230,29 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int) -> tvm.t
     sch.vectorize(sch.get_loops(write_back)[-1])
     sch.vectorize(sch.get_loops(init)[-1])
 
-    pack = sch.get_sblock("data_packed")
-    loops = sch.get_loops(pack)
-    sch.parallel(sch.fuse(*loops[:3]))
-    sch.vectorize(loops[-1])
-    _schedule_unpack(sch, sch.get_sblock("out"))
+    if not reads_input:
+        loops = sch.get_loops(sch.get_sblock("data_packed"))
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
+    if output_packed:
+        _schedule_packed_out(sch, sch.get_sblock("out"))
+    else:
+        _schedule_unpack(sch, sch.get_sblock("out"))
     return sch.mod["main"]
+
+
+def _schedule_packed_out(sch: Schedule, out) -> None:
+    """The epilogue into the next kernel's layout: 16 channels (4 groups of 4) per vector,
+    each lane reading its own accumulator lane."""
+    i, q, y, x, j = sch.get_loops(out)
+    if int(sch.get(q).extent) % (LANES // GROUP):
+        sch.parallel(sch.fuse(i, q, y))
+        sch.vectorize(j)
+        return
+    q_block, q_lane = sch.split(q, [None, LANES // GROUP])
+    sch.reorder(i, q_block, y, x, q_lane, j)
+    sch.parallel(sch.fuse(i, q_block, y))
+    sch.vectorize(sch.fuse(q_lane, j))
 
 
 def _schedule_unpack(sch: Schedule, out) -> None:
