@@ -133,3 +133,40 @@ def test_shape_computed_padding_is_folded_before_import(tmp_path):
     got = tvm_quant_ext.build(relax.transform.BindParams("main", params)(mod))(x)
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+class _PreActivationBlock(nn.Module):
+    """ResNet v2's pre-activation: BN on the residual sum, then ReLU, then the next conv."""
+
+    def __init__(self, channels=8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.conv3 = nn.Conv2d(channels, 4, 1)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = x + self.conv2(torch.relu(x))
+        return self.conv3(torch.relu(self.bn(x)))
+
+
+def test_pre_activation_batchnorm_from_onnx_stays_integer():
+    # TVM's importer decomposes the BN as (x - mean) * s + beta: the subtract belongs to the
+    # BN's own 1x1 depthwise layer, not a float op with a requantize on either side
+    torch.manual_seed(0)
+    model = _PreActivationBlock().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    mod, params = from_torch(model, x)
+    calib = [np.random.default_rng(i).standard_normal(x.shape).astype("float32") for i in range(3)]
+    for mode in ("simulate", "integer"):
+        qmod = tvm_quant_ext.quantize(mod, params, calib, tvm_quant_ext.QConfig(mode=mode))
+        assert tvm_quant_ext.get_report(qmod).float_ops == []
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = tvm_quant_ext.build(qmod)(x)
+        snr = 10 * np.log10((expected ** 2).sum() / ((expected - got) ** 2).sum())
+        assert snr > 25, snr

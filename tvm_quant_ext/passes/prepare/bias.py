@@ -69,6 +69,17 @@ def _standalone_affine(x, const) -> Optional["_Chain"]:
     return _Chain(None, relax.op.nn.conv2d(x, identity, groups=channels), channels)
 
 
+def _sole_reader_ops(func: relax.Function, uses) -> Dict[relax.Var, str]:
+    """var -> the op of the one binding that reads it (for variables read exactly once)."""
+    readers: Dict[relax.Var, str] = {}
+    for binding in bindings(func):
+        value = binding.value
+        for arg in getattr(value, "args", []):
+            if isinstance(arg, relax.Var) and uses.get(arg, 0) == 1:
+                readers[arg] = op_name(value)
+    return readers
+
+
 class _Chain:
     """A conv/matmul output with per-channel affine ops folded in: y = layer(x, W*s) + b."""
 
@@ -100,6 +111,8 @@ class _BiasCanonicalizer(BindingRewriter):
 
     def analyse(self, func):
         uses = var_uses(func)
+        reader_op = _sole_reader_ops(func, uses)
+        inputs = set(func.params)
         open_chain: Dict[relax.Var, _Chain] = {}
         for binding in bindings(func):
             var, value = binding.var, binding.value
@@ -116,8 +129,15 @@ class _BiasCanonicalizer(BindingRewriter):
                 lhs, rhs = rhs, lhs
             chain = open_chain.get(lhs) if isinstance(lhs, relax.Var) else None
             if chain is None or not is_const(rhs) or uses.get(lhs, 0) != 1:
-                # not foldable into a layer (none, or its output is also read elsewhere)
-                chain = _standalone_affine(lhs, rhs) if affine.scaling and is_const(rhs) else None
+                # not foldable into a layer (none, or its output is also read elsewhere): a
+                # scaling starts a layer of its own, and so does a shift that a scaling reads
+                # (a decomposed BatchNorm, (x - mean) * s + beta, on an activation: left as a
+                # float subtract, it would put a dequantize / requantize pair before the layer;
+                # the model's input normalization stays with the input point)
+                reader = AFFINE_FOLDS.get(reader_op.get(var, ""))
+                starts = affine.scaling or (reader is not None and reader.scaling
+                                            and lhs not in inputs)
+                chain = _standalone_affine(lhs, rhs) if starts and is_const(rhs) else None
                 if chain is not None:  # a layer of its own: weights s, bias b
                     chain.layer_var = var
                     chain.apply(op, _channel_vector(rhs, shape_of(lhs), 1))
