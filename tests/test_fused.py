@@ -192,3 +192,35 @@ def test_packed_link_equals_nchw(case):
                       packed, *second)
     np.testing.assert_array_equal(got, expected)
     assert np.abs(expected.astype(int)).max() > 0  # not all zeros
+
+
+def test_1x1_depthwise_becomes_a_fused_multiply():
+    # a pre-activation BN's 1x1 depthwise conv merges with the elementwise ops around it
+    rng = np.random.default_rng(0)
+    channels, shape = 8, (2, 8, 6, 5)
+    weight = rng.integers(-127, 128, (channels, 1, 1, 1)).astype("int8")
+    bias = rng.integers(-3000, 3000, (1, channels, 1, 1)).astype("int32")
+    op = relax.op
+    data = relax.Var("data", relax.TensorType(shape, "int8"))
+    other = relax.Var("other", relax.TensorType(shape, "int8"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [data, other]):
+        with bb.dataflow():
+            total = bb.emit(op.astype(op.clip(op.add(op.astype(data, "int32"),
+                                                     op.astype(other, "int32")), -128, 127),
+                                      "int8"))
+            y = bb.emit(op.nn.conv2d(total, relax.const(weight), groups=channels,
+                                     out_dtype="int32"))
+            y = bb.emit(op.right_shift(op.add(y, relax.const(bias)), relax.const(6, "int32")))
+            out = bb.emit_output(op.astype(op.clip(y, 0, 127), "int8"))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    names = _call_tir_names(lower(mod, tvm.target.Target(VNNI_TARGET)))
+    assert len(names) == 1 and "depthwise" not in names[0], names
+    a = rng.integers(-128, 128, shape).astype("int8")
+    b = rng.integers(-128, 128, shape).astype("int8")
+    total = np.clip(a.astype(np.int64) + b, -128, 127)
+    expected = np.clip((total * weight.reshape(1, -1, 1, 1) + bias) >> 6, 0, 127).astype("int8")
+    for fuse in (True, False):
+        np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET, fuse=fuse)(a, b),
+                                      expected)

@@ -8,6 +8,7 @@ import tvm
 from tvm import relax
 
 from .cpu.fuse import fuse_int8_layers, pack_int8_layers
+from .cpu.pointwise import depthwise_1x1_as_multiply
 from .cpu.schedule import default_cpu_schedule
 from .cpu.vnni import target_has_vnni
 from .cuda import gpu_schedule
@@ -133,7 +134,7 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] 
     if vnni is None:
         vnni = target_has_vnni(tgt)
     if fuse and tgt.kind.name == "llvm":
-        mod = fuse_int8_layers(mod, vnni=vnni)
+        mod = fuse_int8_layers(depthwise_1x1_as_multiply(mod), vnni=vnni)
     elif vnni:
         mod = pack_int8_layers(mod)
     with tgt:
