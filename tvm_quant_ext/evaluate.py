@@ -43,6 +43,7 @@ class EvalRow:
     # and at the last point (the final quantized activation before the output layer)
     lsb_vs_simulate: Optional[float] = None
     final_lsb_vs_simulate: Optional[float] = None
+    layer_lsb_vs_simulate: Dict[str, float] = field(default_factory=dict)  # point id -> that max
     fp32_top5: int = 0       # labels among the 5 largest logits (the labeled images)
     quant_top5: int = 0
 
@@ -204,7 +205,8 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
             per_set=per_set[k],
             report=report, mode=config.mode,
             lsb_vs_simulate=max(lsb[k].values(), default=None) if k in lsb else None,
-            final_lsb_vs_simulate=list(lsb[k].values())[-1] if lsb.get(k) else None))
+            final_lsb_vs_simulate=list(lsb[k].values())[-1] if lsb.get(k) else None,
+            layer_lsb_vs_simulate=dict(lsb.get(k, {}))))
     return rows
 
 
