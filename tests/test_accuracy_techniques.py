@@ -165,6 +165,43 @@ def test_equalization_moves_the_relu6_bound():
     assert summary["pairs"] == ["expand -> dw", "dw -> project (ReLU6 bound moved)"]
 
 
+def _relu6_bounds(mod):
+    from tvm_quant_ext.graph import const_value, is_const
+    return [const_value(b.value.args[1]).reshape(-1) for b in bindings(mod["main"])
+            if op_name(b.value) == "relax.minimum" and is_const(b.value.args[1])]
+
+
+def test_high_bias_absorption_keeps_the_float_function(monkeypatch):
+    from tvm_quant_ext.passes.prepare import equalize
+    mod, params = conv_dw_conv(first_relu6=True)
+    params = {**params, "dw.bias": params["dw.bias"] + 4.0}  # dw's pre-activation >= c > 0
+    plain = tq.build(passes.prepare(mod, params))
+    absorbed = passes.prepare(mod, params, QConfig(equalize=True))
+    summary = tq.get_report(tq.quantize(mod, params, _data((1, 3, 10, 10), 2, 0),
+                                        QConfig(equalize=True))).equalization
+    assert [a["pair"] for a in summary["absorbed"]] == ["dw -> project"], summary
+    assert any("B pads its input" in s["reason"] for s in summary["skipped"])  # expand -> dw
+    monkeypatch.setattr(equalize, "ABSORB_HIGH_BIAS", False)
+    not_absorbed = passes.prepare(mod, params, QConfig(equalize=True))
+    # the ReLU6 bound of dw's output moved down by what was absorbed: a narrower range
+    with_bound, without_bound = _relu6_bounds(absorbed)[-1], _relu6_bounds(not_absorbed)[-1]
+    assert np.all(with_bound <= without_bound) and np.any(with_bound < without_bound - 0.5)
+    model = tq.build(absorbed)
+    for x in _data((1, 3, 10, 10), 4, 1, scale=3.0):
+        ref = plain(x)
+        np.testing.assert_allclose(model(x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_high_bias_absorption_needs_a_bounded_input():
+    mod, params = conv_dw_conv()  # expand -> ReLU (unbounded) -> dw -> ReLU6 -> project
+    params = {**params, "dw.bias": params["dw.bias"] + 4.0}
+    summary = tq.get_report(tq.quantize(mod, params, _data((1, 3, 10, 10), 2, 0),
+                                        QConfig(equalize=True))).equalization
+    assert summary["absorbed"] == []
+    assert any("no upper bound" in s["reason"] and s["pair"] == "dw -> project"
+               for s in summary["skipped"])
+
+
 def test_equalization_skips_shared_tensors():
     mod, params = mixed_ops()  # a's ReLU6 output feeds both the depthwise conv and the concat
     summary = get_state(passes.annotate(passes.prepare(mod, params, QConfig(equalize=True)))).equalization
