@@ -48,6 +48,8 @@ DEFAULT_MODELS = ("efficientnet_lite0", "resnet50_v2", "mobilenet_v2", "mnist_cn
 # (key, label, short name, worker module, spec, int8, peer)
 ROWS = [
     ("tvm_int8", "tvm_quant_ext int8 (VNNI kernels, untuned)", "tvm int8", "tvm", {"precision": "int8"}, True, False),
+    ("tvm_int8_mixed", "tvm_quant_ext int8 + 16-bit points (asym, bias correction, precision_budget 0.1; untuned)",
+     "tvm int8 mixed", "tvm", {"precision": "int8_mixed"}, True, False),
     ("tvm_fp32", "TVM fp32 (untuned, reference)", "tvm fp32", "tvm", {"precision": "fp32"}, False, False),
     ("ort_fp32", "ONNX Runtime fp32", "ort fp32", "ort", {}, False, True),
     ("ort_qdq_s8s8", "ONNX Runtime int8 QDQ S8S8 (quantize_static default)", "QDQ S8S8", "ort", {}, True, True),
