@@ -316,3 +316,21 @@ def test_widen_qparams_keeps_the_range(scale, zero_point, symmetric):
         assert abs((code - zero_point) * scale - (new_code - new_zero) * new_scale) <= new_scale + 1e-12
     if zero_point == 0:
         assert new_zero == 0
+
+
+def test_precision_gains_are_measured_once_for_every_budget(monkeypatch):
+    from tvm_quant_ext.passes import precision
+    from tvm_quant_ext.runner import QuantRunner
+    calls = []
+    measure = precision.measure_gains
+    monkeypatch.setattr(precision, "measure_gains", lambda *a: calls.append(1) or measure(*a))
+    mod, params = tiny_resnet()
+    runner = QuantRunner(mod, params, _data((1, 3, 16, 16), 4, 0), name="tiny_resnet")
+    reports = {b: get_state(runner.calibrated(QConfig(per_channel=False, precision_budget=b,
+                                                      bias_correction=True))).precision
+               for b in (0.2, 0.5)}
+    assert calls == [1]
+    assert reports[0.2]["gain_db"] == reports[0.5]["gain_db"]
+    raised = {b: [p for p, _bits, _g in r["raised"]] for b, r in reports.items()}
+    assert raised[0.2] == raised[0.5][:len(raised[0.2])] and len(raised[0.5]) >= len(raised[0.2])
+    assert reports[0.5]["snr_raised_db"] is not None and reports[0.5]["measured_batches"] == 2
