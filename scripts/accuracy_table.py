@@ -184,8 +184,9 @@ Written by `scripts/accuracy_table.py` (its docstring gives the protocol); int8 
 - **equalize** (`QConfig(equalize=True)`, `passes/prepare/equalize.py`): cross-layer
   equalization of conv -> [ReLU | ReLU6] -> conv pairs (depthwise included), iterated over
   the chains; through ReLU6 the bound moves with the scale (`minimum(relu(x), 6/s)` per
-  channel) and only downward; dead channels are left alone. No high-bias absorption.
-- Not built: adaptive rounding and mixed 16-bit precision.
+  channel) and only downward; dead channels are left alone; then exact high-bias absorption
+  (see "High-bias absorption" below).
+- Not built: adaptive rounding.
 
 """
 

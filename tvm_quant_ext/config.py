@@ -71,11 +71,12 @@ class QConfig:
         before the bias is quantized (passes/bias_correction.py; one pass over the data).
     equalize: cross-layer equalization in prepare: conv -> [ReLU | ReLU6] -> conv pairs
         (depthwise in the middle of a chain included) rescaled per channel so both layers'
-        per-channel weight ranges match; the float function is unchanged
-        (passes/prepare/equalize.py).
+        per-channel weight ranges match, then high-bias absorption where it is exact; the
+        float function is unchanged (passes/prepare/equalize.py).
     precision_budget: fraction (0..1) of the INPUT/ACTIVATION points raised to 16-bit codes,
-        the most sensitive first (measured: output SNR gained when only that point is left
-        unquantized; passes/precision.py). 0: every point at nbit_input.
+        rounded down, the largest gain first (measured: output SNR gained by raising that
+        point alone, on 2 calibration batches; passes/precision.py). 0: every point at
+        nbit_input.
     mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
         "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
         fixed-point requantize; same points and rounding rule, so it agrees with simulate
