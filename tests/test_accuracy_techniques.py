@@ -334,3 +334,45 @@ def test_precision_gains_are_measured_once_for_every_budget(monkeypatch):
     raised = {b: [p for p, _bits, _g in r["raised"]] for b, r in reports.items()}
     assert raised[0.2] == raised[0.5][:len(raised[0.2])] and len(raised[0.5]) >= len(raised[0.2])
     assert reports[0.5]["snr_raised_db"] is not None and reports[0.5]["measured_batches"] == 2
+
+
+def test_residual_add_of_a_16_bit_and_an_8_bit_operand_matches_simulate():
+    # integer mode sums a residual's operands at a common scale before the requantize; with one
+    # 16-bit operand that scale must be as fine as with two 8-bit ones, or near-ties round the
+    # other way (one flipped code grew to 25 LSB at EfficientNet-Lite0's head)
+    mod, params = tiny_resnet()
+    config = QConfig(activation_symmetric=False)
+    calib = _data((1, 3, 16, 16), 6, 0)
+    calibrated = passes.calibrate(passes.annotate(passes.prepare(mod, params, config), config),
+                                  calib, config)
+    state = get_state(calibrated)
+    # tiny_resnet: stem/relu (8 bits) + block_conv2/bias (raised to 16) -> ReLU -> stem/relu_1
+    raised, adds = "block_conv2/bias", ["stem/relu_1"]
+    state.activation_bits = {raised: 16}
+    state.activation_scales[raised], state.activation_zero_points[raised] = qmath.widen_qparams(
+        state.activation_scales[raised], state.activation_zero_points.get(raised, 0), 8, 16, False)
+    from tvm_quant_ext.points import set_state
+    calibrated = set_state(calibrated, state)
+    simulated = tq.build(passes.realize(calibrated, config, tap=True))
+    integer_mod = passes.realize(calibrated, config.replace(mode="integer"), tap=True)
+    integer, istate = tq.build(integer_mod), get_state(integer_mod)
+    flipped = 0
+    for x in _data((1, 3, 16, 16), 40, 7, scale=2.0):
+        sim, ints = _taps(simulated, x), _taps(integer, x)
+        for pid in adds:
+            scale = istate.activation_scales[pid]
+            real = (ints[pid].astype(np.float64) - istate.activation_zero_points.get(pid, 0)) * scale
+            flipped += int(np.sum(np.abs(real - sim[pid]) / scale > 0.5))
+    assert adds and flipped == 0, (adds, raised, flipped)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(1e-6, 10.0), st.floats(1e-6, 10.0), st.sampled_from([8, 16]), st.sampled_from([8, 16]))
+def test_residual_common_scale_fits_int32_and_keeps_20_bits(s1, s2, b1, b2):
+    from tvm_quant_ext.passes.realize.integer.elementwise import residual_common_scale
+    common = residual_common_scale([s1, s2], [b1, b2])
+    assert (s1 * 2 ** b1 + s2 * 2 ** b2) / common <= 2 ** 29 * (1 + 1e-12)  # the int32 sum
+    # a 16-bit operand with the 8-bit one's range (s / 256) leaves the step where it was
+    assert np.isclose(residual_common_scale([s1, s1 / 256], [8, 16]), s1 / 2 ** 20)
+    if b1 == b2 == 8:
+        assert np.isclose(common, max(s1, s2) / 2 ** 20)
