@@ -182,8 +182,8 @@ class QConfig:
 # "accurate": asymmetric activations + bias correction, the best row on EfficientNet-Lite0
 # (22.5 dB vs 18.6 for either alone's best and for ONNX Runtime, agreement 69/70) and on the
 # MNIST CNN (47.8 vs 43.1 dB). Equalization is left out: with per-channel weights it lost
-# 1.3 dB on Lite0 (it is for per-tensor weights); a precision budget added 0.5 dB for ~20 min
-# of sensitivity runs.
+# 1.3 dB on Lite0 (it is for per-tensor weights); a precision budget of 0.05-0.3 moved Lite0 by
+# 0.1-0.5 dB only (docs/accuracy.md, "Mixed precision").
 PRESETS: Dict[str, Dict[str, Any]] = {
     "fast": {},
     "accurate": {"activation_symmetric": False, "bias_correction": True},
