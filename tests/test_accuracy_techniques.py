@@ -281,6 +281,13 @@ def test_presets():
     assert QConfig.preset("accurate", mode="integer").mode == "integer"
 
 
+def test_demo_rows_name_their_techniques():
+    from tvm_quant_ext.cli.zoo_commands import demo_configs
+    from tvm_quant_ext.evaluate import techniques
+    assert [techniques(c) for c in demo_configs()] == ["", "", "uint8 activations, bias correction"]
+    assert techniques(QConfig(equalize=True, precision_budget=0.1)) == "equalize, 16-bit budget 0.1"
+
+
 # -- mixed precision ----------------------------------------------------------------------------
 def test_precision_budget_raises_the_most_sensitive_points():
     mod, params = tiny_resnet()
