@@ -3,6 +3,10 @@ Runtime's quantize_static, on the zoo models, in one run.
 
     python scripts/accuracy_table.py [--models efficientnet_lite0 mnist_cnn fashion_resnet_v2]
                                      [--limit N] [--fashion-limit 3000]
+                                     [--only TEXT] [--no-onnxruntime] [--no-high-bias-absorption]
+
+``--only`` keeps the rows whose label contains TEXT (e.g. "per-tensor, sym, equalize");
+``--no-high-bias-absorption`` runs equalization without it (to measure what it adds).
 
 The grid: per-channel weights with symmetric and asymmetric activations and the techniques
 alone and combined on every model; per-tensor weights (with and without equalization) on
@@ -120,13 +124,14 @@ def ort_rows(model, images_by_set, limit):
     return rows
 
 
-def measure(name: str, limit, log):
+def measure(name: str, limit, log, only=None, with_ort=True):
     model = zoo.load(name)
     entry = zoo.MODELS[name]
     sets = [s for s in model.eval_sets if entry.eval_sets is None or s.name in entry.eval_sets]
     runner = QuantRunner(model.mod, model.params, split_batches(model.calib, model.batch_size),
                          name=name, log=log)
-    configs = our_configs(short=name != "efficientnet_lite0")
+    configs = [(label, c) for label, c in our_configs(short=name != "efficientnet_lite0")
+               if only is None or only in label]
     seconds = {}
     for label, config in configs:
         start = time.time()
@@ -141,7 +146,7 @@ def measure(name: str, limit, log):
                 "worst_layers": [[p, round(s, 1)] for p, s in r.worst_layers],
                 "quantize_s": seconds[label]} for (label, _), r in zip(configs, rows)]
     ort = []
-    if model.torch_model is not None:
+    if with_ort and model.torch_model is not None:
         ort = ort_rows(model, [(s.images, s.labels) for s in sets], limit)
     return records, ort
 
@@ -179,8 +184,9 @@ Written by `scripts/accuracy_table.py` (its docstring gives the protocol); int8 
 - **equalize** (`QConfig(equalize=True)`, `passes/prepare/equalize.py`): cross-layer
   equalization of conv -> [ReLU | ReLU6] -> conv pairs (depthwise included), iterated over
   the chains; through ReLU6 the bound moves with the scale (`minimum(relu(x), 6/s)` per
-  channel) and only downward; dead channels are left alone. No high-bias absorption.
-- Not built: adaptive rounding and mixed 16-bit precision.
+  channel) and only downward; dead channels are left alone; then exact high-bias absorption
+  (see "High-bias absorption" below).
+- Not built: adaptive rounding.
 
 """
 
@@ -193,6 +199,10 @@ def main(argv=None) -> int:
     parser.add_argument("--fashion-limit", type=int, default=3000,
                         help="at most N Fashion-MNIST test images (the protocol asks >= 3000)")
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--only", default=None, help="only the rows whose label contains this")
+    parser.add_argument("--no-onnxruntime", action="store_true", help="no ONNX Runtime rows")
+    parser.add_argument("--no-high-bias-absorption", action="store_true",
+                        help="equalize without high-bias absorption")
     parser.add_argument("--from-json", action="store_true",
                         help="rewrite accuracy.md from the accuracy.json of an earlier run")
     args = parser.parse_args(argv)
@@ -209,11 +219,14 @@ def main(argv=None) -> int:
     def log(*a):
         print(*a, file=sys.stderr, flush=True)
 
+    if args.no_high_bias_absorption:
+        from tvm_quant_ext.passes.prepare import equalize
+        equalize.ABSORB_HIGH_BIAS = False
     sections, data = [], {}
     for name in args.models:
         start = time.time()
         limit = args.fashion_limit if name.startswith("fashion") else args.limit
-        records, ort = measure(name, limit, log)
+        records, ort = measure(name, limit, log, args.only, not args.no_onnxruntime)
         seconds = time.time() - start
         sections.append(section(name, records, ort) + f"\n\n({seconds:.0f} s on 2 shared cores)")
         data[name] = {"ours": records, "onnxruntime": ort, "seconds": seconds}

@@ -144,10 +144,11 @@ def dense_op_dense(op):
 
 
 def conv_dw_conv(seed: int = 0, channels: int = 6, spread: float = 3.0, relu6: bool = True,
-                 size: int = 10):
-    """1x1 conv + bias -> ReLU -> depthwise 3x3 + bias -> ReLU6 (or ReLU) -> 1x1 conv + bias:
-    the MobileNet pattern, with the first conv's output channels scaled by 10^(0..spread) so
-    per-channel weight ranges differ by orders of magnitude (what equalization repairs)."""
+                 size: int = 10, first_relu6: bool = False):
+    """1x1 conv + bias -> ReLU (or ReLU6: ``first_relu6``) -> depthwise 3x3 + bias -> ReLU6 (or
+    ReLU) -> 1x1 conv + bias: the MobileNet pattern, with the first conv's output channels
+    scaled by 10^(0..spread) so per-channel weight ranges differ by orders of magnitude (what
+    equalization repairs)."""
     rng = np.random.default_rng(seed)
     c = channels
     shapes = {"expand.weight": (c, 3, 1, 1), "expand.bias": (c,), "dw.weight": (c, 1, 3, 3),
@@ -165,7 +166,7 @@ def conv_dw_conv(seed: int = 0, channels: int = 6, spread: float = 3.0, relu6: b
         with bb.dataflow():
             x = bb.emit(op.nn.conv2d(data, pv["expand.weight"]))
             x = bb.emit(op.add(x, op.reshape(pv["expand.bias"], [1, c, 1, 1])))
-            x = bb.emit(op.nn.relu(x))
+            x = bb.emit(op.clip(x, 0.0, 6.0) if first_relu6 else op.nn.relu(x))
             x = bb.emit(op.nn.conv2d(x, pv["dw.weight"], groups=c, padding=[1, 1, 1, 1]))
             x = bb.emit(op.add(x, op.reshape(pv["dw.bias"], [1, c, 1, 1])))
             x = bb.emit(op.clip(x, 0.0, 6.0) if relu6 else op.nn.relu(x))

@@ -165,6 +165,43 @@ def test_equalization_moves_the_relu6_bound():
     assert summary["pairs"] == ["expand -> dw", "dw -> project (ReLU6 bound moved)"]
 
 
+def _relu6_bounds(mod):
+    from tvm_quant_ext.graph import const_value, is_const
+    return [const_value(b.value.args[1]).reshape(-1) for b in bindings(mod["main"])
+            if op_name(b.value) == "relax.minimum" and is_const(b.value.args[1])]
+
+
+def test_high_bias_absorption_keeps_the_float_function(monkeypatch):
+    from tvm_quant_ext.passes.prepare import equalize
+    mod, params = conv_dw_conv(first_relu6=True)
+    params = {**params, "dw.bias": params["dw.bias"] + 4.0}  # dw's pre-activation >= c > 0
+    plain = tq.build(passes.prepare(mod, params))
+    absorbed = passes.prepare(mod, params, QConfig(equalize=True))
+    summary = tq.get_report(tq.quantize(mod, params, _data((1, 3, 10, 10), 2, 0),
+                                        QConfig(equalize=True))).equalization
+    assert [a["pair"] for a in summary["absorbed"]] == ["dw -> project"], summary
+    assert any("B pads its input" in s["reason"] for s in summary["skipped"])  # expand -> dw
+    monkeypatch.setattr(equalize, "ABSORB_HIGH_BIAS", False)
+    not_absorbed = passes.prepare(mod, params, QConfig(equalize=True))
+    # the ReLU6 bound of dw's output moved down by what was absorbed: a narrower range
+    with_bound, without_bound = _relu6_bounds(absorbed)[-1], _relu6_bounds(not_absorbed)[-1]
+    assert np.all(with_bound <= without_bound) and np.any(with_bound < without_bound - 0.5)
+    model = tq.build(absorbed)
+    for x in _data((1, 3, 10, 10), 4, 1, scale=3.0):
+        ref = plain(x)
+        np.testing.assert_allclose(model(x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_high_bias_absorption_needs_a_bounded_input():
+    mod, params = conv_dw_conv()  # expand -> ReLU (unbounded) -> dw -> ReLU6 -> project
+    params = {**params, "dw.bias": params["dw.bias"] + 4.0}
+    summary = tq.get_report(tq.quantize(mod, params, _data((1, 3, 10, 10), 2, 0),
+                                        QConfig(equalize=True))).equalization
+    assert summary["absorbed"] == []
+    assert any("no upper bound" in s["reason"] and s["pair"] == "dw -> project"
+               for s in summary["skipped"])
+
+
 def test_equalization_skips_shared_tensors():
     mod, params = mixed_ops()  # a's ReLU6 output feeds both the depthwise conv and the concat
     summary = get_state(passes.annotate(passes.prepare(mod, params, QConfig(equalize=True)))).equalization
@@ -244,6 +281,13 @@ def test_presets():
     assert QConfig.preset("accurate", mode="integer").mode == "integer"
 
 
+def test_demo_rows_name_their_techniques():
+    from tvm_quant_ext.cli.zoo_commands import demo_configs
+    from tvm_quant_ext.evaluate import techniques
+    assert [techniques(c) for c in demo_configs()] == ["", "", "uint8 activations, bias correction"]
+    assert techniques(QConfig(equalize=True, precision_budget=0.1)) == "equalize, 16-bit budget 0.1"
+
+
 # -- mixed precision ----------------------------------------------------------------------------
 def test_precision_budget_raises_the_most_sensitive_points():
     mod, params = tiny_resnet()
@@ -279,3 +323,63 @@ def test_widen_qparams_keeps_the_range(scale, zero_point, symmetric):
         assert abs((code - zero_point) * scale - (new_code - new_zero) * new_scale) <= new_scale + 1e-12
     if zero_point == 0:
         assert new_zero == 0
+
+
+def test_precision_gains_are_measured_once_for_every_budget(monkeypatch):
+    from tvm_quant_ext.passes import precision
+    from tvm_quant_ext.runner import QuantRunner
+    calls = []
+    measure = precision.measure_gains
+    monkeypatch.setattr(precision, "measure_gains", lambda *a: calls.append(1) or measure(*a))
+    mod, params = tiny_resnet()
+    runner = QuantRunner(mod, params, _data((1, 3, 16, 16), 4, 0), name="tiny_resnet")
+    reports = {b: get_state(runner.calibrated(QConfig(per_channel=False, precision_budget=b,
+                                                      bias_correction=True))).precision
+               for b in (0.2, 0.5)}
+    assert calls == [1]
+    assert reports[0.2]["gain_db"] == reports[0.5]["gain_db"]
+    raised = {b: [p for p, _bits, _g in r["raised"]] for b, r in reports.items()}
+    assert raised[0.2] == raised[0.5][:len(raised[0.2])] and len(raised[0.5]) >= len(raised[0.2])
+    assert reports[0.5]["snr_raised_db"] is not None and reports[0.5]["measured_batches"] == 2
+
+
+def test_residual_add_of_a_16_bit_and_an_8_bit_operand_matches_simulate():
+    # integer mode sums a residual's operands at a common scale before the requantize; with one
+    # 16-bit operand that scale must be as fine as with two 8-bit ones, or near-ties round the
+    # other way (one flipped code grew to 25 LSB at EfficientNet-Lite0's head)
+    mod, params = tiny_resnet()
+    config = QConfig(activation_symmetric=False)
+    calib = _data((1, 3, 16, 16), 6, 0)
+    calibrated = passes.calibrate(passes.annotate(passes.prepare(mod, params, config), config),
+                                  calib, config)
+    state = get_state(calibrated)
+    # tiny_resnet: stem/relu (8 bits) + block_conv2/bias (raised to 16) -> ReLU -> stem/relu_1
+    raised, adds = "block_conv2/bias", ["stem/relu_1"]
+    state.activation_bits = {raised: 16}
+    state.activation_scales[raised], state.activation_zero_points[raised] = qmath.widen_qparams(
+        state.activation_scales[raised], state.activation_zero_points.get(raised, 0), 8, 16, False)
+    from tvm_quant_ext.points import set_state
+    calibrated = set_state(calibrated, state)
+    simulated = tq.build(passes.realize(calibrated, config, tap=True))
+    integer_mod = passes.realize(calibrated, config.replace(mode="integer"), tap=True)
+    integer, istate = tq.build(integer_mod), get_state(integer_mod)
+    flipped = 0
+    for x in _data((1, 3, 16, 16), 40, 7, scale=2.0):
+        sim, ints = _taps(simulated, x), _taps(integer, x)
+        for pid in adds:
+            scale = istate.activation_scales[pid]
+            real = (ints[pid].astype(np.float64) - istate.activation_zero_points.get(pid, 0)) * scale
+            flipped += int(np.sum(np.abs(real - sim[pid]) / scale > 0.5))
+    assert adds and flipped == 0, (adds, raised, flipped)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(1e-6, 10.0), st.floats(1e-6, 10.0), st.sampled_from([8, 16]), st.sampled_from([8, 16]))
+def test_residual_common_scale_fits_int32_and_keeps_20_bits(s1, s2, b1, b2):
+    from tvm_quant_ext.passes.realize.integer.elementwise import residual_common_scale
+    common = residual_common_scale([s1, s2], [b1, b2])
+    assert (s1 * 2 ** b1 + s2 * 2 ** b2) / common <= 2 ** 29 * (1 + 1e-12)  # the int32 sum
+    # a 16-bit operand with the 8-bit one's range (s / 256) leaves the step where it was
+    assert np.isclose(residual_common_scale([s1, s1 / 256], [8, 16]), s1 / 2 ** 20)
+    if b1 == b2 == 8:
+        assert np.isclose(common, max(s1, s2) / 2 ** 20)

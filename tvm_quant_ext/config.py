@@ -71,11 +71,12 @@ class QConfig:
         before the bias is quantized (passes/bias_correction.py; one pass over the data).
     equalize: cross-layer equalization in prepare: conv -> [ReLU | ReLU6] -> conv pairs
         (depthwise in the middle of a chain included) rescaled per channel so both layers'
-        per-channel weight ranges match; the float function is unchanged
-        (passes/prepare/equalize.py).
+        per-channel weight ranges match, then high-bias absorption where it is exact; the
+        float function is unchanged (passes/prepare/equalize.py).
     precision_budget: fraction (0..1) of the INPUT/ACTIVATION points raised to 16-bit codes,
-        the most sensitive first (measured: output SNR gained when only that point is left
-        unquantized; passes/precision.py). 0: every point at nbit_input.
+        rounded down, the largest gain first (measured: output SNR gained by raising that
+        point alone, on 2 calibration batches; passes/precision.py). 0: every point at
+        nbit_input.
     mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
         "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
         fixed-point requantize; same points and rounding rule, so it agrees with simulate
@@ -181,8 +182,8 @@ class QConfig:
 # "accurate": asymmetric activations + bias correction, the best row on EfficientNet-Lite0
 # (22.5 dB vs 18.6 for either alone's best and for ONNX Runtime, agreement 69/70) and on the
 # MNIST CNN (47.8 vs 43.1 dB). Equalization is left out: with per-channel weights it lost
-# 1.3 dB on Lite0 (it is for per-tensor weights); a precision budget added 0.5 dB for ~20 min
-# of sensitivity runs.
+# 1.3 dB on Lite0 (it is for per-tensor weights); a precision budget of 0.05-0.3 moved Lite0 by
+# 0.1-0.5 dB only (docs/accuracy.md, "Mixed precision").
 PRESETS: Dict[str, Dict[str, Any]] = {
     "fast": {},
     "accurate": {"activation_symmetric": False, "bias_correction": True},

@@ -43,6 +43,8 @@ class EvalRow:
     # and at the last point (the final quantized activation before the output layer)
     lsb_vs_simulate: Optional[float] = None
     final_lsb_vs_simulate: Optional[float] = None
+    layer_lsb_vs_simulate: Dict[str, float] = field(default_factory=dict)  # point id -> that max
+    techniques: str = ""     # what the config adds over plain int8 (e.g. "uint8 activations, bias correction")
     fp32_top5: int = 0       # labels among the 5 largest logits (the labeled images)
     quant_top5: int = 0
 
@@ -202,9 +204,10 @@ def evaluate(zoo_model, configs: Sequence[QConfig], target="llvm", progress: boo
             n_labeled=labeled, n_images=total, agreement=agree[k] / max(total, 1),
             snr_db=out_sums[k].snr("out"), worst_layers=layers[:3], layer_snr=dict(layers),
             per_set=per_set[k],
-            report=report, mode=config.mode,
+            report=report, mode=config.mode, techniques=techniques(config),
             lsb_vs_simulate=max(lsb[k].values(), default=None) if k in lsb else None,
-            final_lsb_vs_simulate=list(lsb[k].values())[-1] if lsb.get(k) else None))
+            final_lsb_vs_simulate=list(lsb[k].values())[-1] if lsb.get(k) else None,
+            layer_lsb_vs_simulate=dict(lsb.get(k, {}))))
     return rows
 
 
@@ -221,13 +224,22 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled)
 
 
+def techniques(config: QConfig) -> str:
+    """The accuracy techniques a config turns on, for a table's config column."""
+    parts = [("uint8 activations", not config.activation_symmetric),
+             ("equalize", config.equalize), ("bias correction", config.bias_correction),
+             (f"16-bit budget {config.precision_budget:g}", config.precision_budget > 0)]
+    return ", ".join(name for name, on in parts if on)
+
+
 def format_table(rows: Sequence[EvalRow]) -> str:
     head = ("| model | config | fp32 top-1 | quant top-1 | fp32 / quant top-5 | agreement with fp32 "
             "| output SNR (dB) | worst layers by SNR (dB) |")
     lines = [head, "|" + "---|" * 8]
     for r in rows:
         config = (f"int8 {'per-channel' if r.per_channel else 'per-tensor'}, {r.calibrate_mode}, "
-                  f"{r.nbit_bias}-bit bias{', integer' if r.mode == 'integer' else ''}")
+                  f"{r.nbit_bias}-bit bias{', ' + r.techniques if r.techniques else ''}"
+                  f"{', integer' if r.mode == 'integer' else ''}")
         worst = ", ".join(f"{name} {snr:.1f}" for name, snr in r.worst_layers)
         labeled = max(r.n_labeled, 1)
         lines.append(

@@ -122,9 +122,13 @@ class QuantReport:
                             if eq["skipped"] else ""))
         if self.precision is not None:
             raised = self.precision["raised"]
+            together = self.precision.get("snr_raised_db")
             lines.append(f"16-bit activations: {len(raised)} of {self.precision['points']} points"
-                         + (" (" + ", ".join(f"{p} +{g:.1f} dB" for p, _, g in raised[:5])
-                            + (", ..." if len(raised) > 5 else "") + ")" if raised else ""))
+                         + (" (" + ", ".join(f"{p} +{g:.2f} dB" for p, _, g in raised[:5])
+                            + (", ..." if len(raised) > 5 else "") + ")" if raised else "")
+                         + (f"; together {self.precision['snr_all_quantized_db']:.2f} -> "
+                            f"{together:.2f} dB on {self.precision['measured_batches']} "
+                            "calibration batch(es)" if together is not None else ""))
         if self.bias_correction:
             lsbs = [r["mean_abs_correction_lsb"] for r in self.bias_correction
                     if r["mean_abs_correction_lsb"] is not None]

@@ -63,6 +63,9 @@ class QuantRunner:
         self.log = log
         self._prepared: Dict[bool, tvm.IRModule] = {}
         self._corrected: Dict[tuple, tvm.IRModule] = {}
+        # precision gains depend on everything but the budget, bias correction (applied after
+        # the raise) and the realize mode: one measurement per such config serves every budget
+        self._gains: Dict[str, dict] = {}
         self._annotated: Dict[tuple, tvm.IRModule] = {}
         self._calibrated: Dict[tuple, passes.CalibrationResult] = {}
 
@@ -111,7 +114,10 @@ class QuantRunner:
         key = passes.calibration_key(config) + passes.correction_key(config) + (
             config.bias_correction,) + passes.precision_key(config)
         if key not in self._corrected:
-            raised = passes.maybe_raise(calibrated, self.calib, config)
+            gains_key = repr(sorted(config.replace(precision_budget=0.0, bias_correction=False,
+                                                   mode="simulate").to_dict().items()))
+            raised = passes.maybe_raise(calibrated, self.calib, config,
+                                        self._gains.setdefault(gains_key, {}))
             self._corrected[key] = passes.maybe_correct(raised, self.calib, config)
         return self._corrected[key]
 

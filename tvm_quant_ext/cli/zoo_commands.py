@@ -43,14 +43,23 @@ def cmd_eval_zoo(args, config: QConfig, modes) -> int:
     return 0
 
 
+def demo_configs():
+    """relay.quantize's 8-bit bias, the default (32-bit bias), and the measured best combination
+    (``QConfig.preset("accurate")``: uint8 activations + bias correction, docs/accuracy.md)."""
+    return [QConfig(nbit_bias=8), QConfig(), QConfig.preset("accurate")]
+
+
+def _row_name(row) -> str:
+    return f"{row.model} ({row.nbit_bias}-bit bias{', ' + row.techniques if row.techniques else ''})"
+
+
 def cmd_demo(args) -> int:
     from ..evaluate import format_table
 
     start = time.time()
     rows = []
     for model_name in ("mnist_cnn", "efficientnet_lite0"):
-        configs = [QConfig(nbit_bias=bits) for bits in (8, 32)]
-        rows += evaluate_zoo(model_name, configs, limit=args.limit)
+        rows += evaluate_zoo(model_name, demo_configs(), limit=args.limit)
     if args.json:
         print_eval(rows, True)
         return 0
@@ -62,15 +71,15 @@ def cmd_demo(args) -> int:
           "held-out ai-benchmark photos; calibration used photos 0-49).")
     for row in rows:
         sets = "; ".join(f"{name} {v['agree']}/{v['n']}" for name, v in row.per_set.items())
-        print(f"{row.model} ({row.nbit_bias}-bit bias) agreement with fp32 per set: {sets}")
+        print(f"{_row_name(row)} agreement with fp32 per set: {sets}")
     for row in rows:
         if row.report is not None and row.report.bias_adjustments:
             adj = row.report.bias_adjustments
             layers = sorted({a["layer"] for a in adj})
-            print(f"{row.model} ({row.nbit_bias}-bit bias): {len(adj)} channel(s) had their weight "
+            print(f"{_row_name(row)}: {len(adj)} channel(s) had their weight "
                   f"scale raised so the bias fits ({', '.join(layers[:4])}{'...' if len(layers) > 4 else ''})")
     print(f"total {time.time() - start:.0f} s")
     return 0
 
 
-__all__ = ["cmd_demo", "cmd_eval_zoo", "evaluate_zoo", "print_eval"]
+__all__ = ["cmd_demo", "demo_configs", "cmd_eval_zoo", "evaluate_zoo", "print_eval"]

@@ -15,8 +15,19 @@ A depthwise layer in a chain (conv -> depthwise -> conv) is the B of one pair an
 next; its filter i is both its input and its output channel. The pairs are equalized in
 turn, repeatedly, until the scales stop moving. Pairs are skipped (and listed) when the layers
 are not NCHW/OIHW convs with groups 1 or depthwise, or the clip's lower bound is not 0 (a
-negative bound moves too, but would need a second per-channel op). Not done: high-bias
-absorption (it needs the pre-activation statistics a folded BatchNorm no longer carries).
+negative bound moves too, but would need a second per-channel op).
+
+High-bias absorption (the paper's section 4.2), after the scales settle: where A's
+pre-activation x_i is provably >= c_i > 0, c_i leaves A's bias and enters B's (B's bias +=
+sum_k W_B[:, i, k] * c_i), since relu(x) = relu(x - c) + c when x >= c, and likewise
+min(relu(x), u) = min(relu(x - c), u - c) + c (the ReLU6 bound moves down by c). That shrinks
+the channel's activation range without changing the float function. The paper takes
+c = max(0, beta - 3 gamma) from the BatchNorm, which holds for most, not all, inputs and needs
+the BatchNorm the folded graph no longer has; here c is a bound that holds for every input:
+A's input is the output of a ReLU6 (or a moved bound), so in [0, U], and
+x_i >= b_i + sum_{j,k} min(0, W_A[i, j, k]) * U_j. Skipped (and listed) when A's input has no
+upper bound (plain ReLU or no activation), when A has no bias, or when B pads its input (the
+zeros at the border would not carry the absorbed constant) or has no bias of its own.
 """
 from __future__ import annotations
 
@@ -46,6 +57,9 @@ NEGLIGIBLE = 1e-3
 # per-tensor activation range that all channels share; s >= 1 only ever lowers it. (Lite0,
 # per-channel weights: 16.7 dB with this floor, 12.1 without; per-tensor: 12.1 vs 12.6.)
 CLIPPED_MIN_SCALE = 1.0
+# High-bias absorption after the scales (exact: see the module docstring); False turns it off
+# (equalization as it was before, kept to measure what absorption adds).
+ABSORB_HIGH_BIAS = True
 
 
 def equalize_scales(range_a: np.ndarray, range_b: np.ndarray, negligible: float = 0.0,
@@ -95,6 +109,7 @@ class _Equalizer(BindingRewriter):
         self.biases: Dict[relax.Var, np.ndarray] = {}
         self.pairs: List[_Pair] = []
         self.skipped: List[Dict[str, str]] = []
+        self.absorbed: List[Dict[str, object]] = []
         self.rounds = 0
 
     # -- analysis ---------------------------------------------------------------------
@@ -145,6 +160,67 @@ class _Equalizer(BindingRewriter):
             moved = max((self._equalize(p) for p in self.pairs), default=0.0)
             if moved < TOLERANCE:
                 break
+        if ABSORB_HIGH_BIAS:
+            for pair in self.pairs:  # graph order: a pair's input bound is already final
+                self._absorb(pair, defs, uses)
+
+    def _input_bound(self, pair: _Pair, defs) -> Optional[np.ndarray]:
+        """Per input channel of A, an upper bound of A's input (which is >= 0), or None."""
+        x = defs[pair.a].args[0]
+        channels = self.weights[pair.a].shape[0 if self.kinds[pair.a] == "depthwise" else 1]
+        before = next((p for p in self.pairs if p.act is not None and p.act == x), None)
+        if before is not None:
+            return None if before.upper is None else before.upper
+        value = defs.get(x) if isinstance(x, relax.Var) else None
+        if op_name(value) == "relax.clip" and float(value.args[1].value) == 0.0:
+            return np.full(channels, float(value.args[2].value))
+        return None
+
+    def _absorb(self, pair: _Pair, defs, uses) -> None:
+        if pair.act is None:
+            return  # a linear pair: nothing is clipped, nothing to absorb through
+        names = f"{pair.a.name} -> {pair.b.name}"
+
+        def skip(reason):
+            self.skipped.append({"pair": names, "reason": f"high-bias absorption: {reason}"})
+
+        b_call = defs[pair.b]
+        b_bias = next((v for v, value in defs.items() if op_name(value) == "relax.add"
+                       and value.args[0] == pair.b and is_const(value.args[1])), None)
+        if pair.bias is None:
+            return skip("A has no bias")
+        if any(int(p) != 0 for p in b_call.attrs.padding):
+            return skip("B pads its input (the border would lose the absorbed constant)")
+        if b_bias is None or uses.get(pair.b, 0) != 1:
+            return skip("B has no bias of its own")
+        bound = self._input_bound(pair, defs)
+        if bound is None:
+            return skip("A's input has no upper bound (not a ReLU6 output)")
+        wa, bias = self.weights[pair.a], self.biases[pair.bias].reshape(-1)
+        negative = np.minimum(wa, 0.0)
+        if self.kinds[pair.a] == "depthwise":
+            lower = bias + negative.reshape(wa.shape[0], -1).sum(axis=1) * bound
+        else:
+            lower = bias + np.einsum("ijhw,j->i", negative, bound)
+        c = np.maximum(lower, 0.0)
+        if pair.upper is not None:
+            c = np.minimum(c, pair.upper)
+        if not np.any(c > 0):
+            return
+        wb = self.weights[pair.b]
+        if self.kinds[pair.b] == "depthwise":
+            shift = wb.reshape(wb.shape[0], -1).sum(axis=1) * c
+        else:
+            shift = wb.sum(axis=(2, 3)) @ c
+        if b_bias not in self.biases:
+            self.biases[b_bias] = const_value(defs[b_bias].args[1]).astype(np.float64)
+        b_shape = self.biases[b_bias].shape
+        self.biases[pair.bias] = (bias - c).reshape(self.biases[pair.bias].shape)
+        self.biases[b_bias] = self.biases[b_bias] + shift.reshape(b_shape)
+        if pair.upper is not None:
+            pair.upper = pair.upper - c
+        self.absorbed.append({"pair": names, "channels": int(np.sum(c > 0)),
+                              "max_absorbed": round(float(c.max()), 4)})
 
     def _equalize(self, pair: _Pair) -> float:
         wa, wb = self.weights[pair.a], self.weights[pair.b]
@@ -189,7 +265,7 @@ class _Equalizer(BindingRewriter):
     def summary(self) -> dict:
         return {"pairs": [f"{p.a.name} -> {p.b.name}" + (" (ReLU6 bound moved)" if p.upper is not None else "")
                           for p in self.pairs],
-                "skipped": self.skipped, "rounds": self.rounds}
+                "skipped": self.skipped, "rounds": self.rounds, "absorbed": self.absorbed}
 
 
 @tvm.transform.module_pass(opt_level=0, name="EqualizeLayers")

@@ -1,8 +1,12 @@
 """Integer rules of elementwise ops: the add (a layer's bias, or a residual of two code
 tensors), ReLU and clip.
 
-A residual add rescales both operands to a common scale ``max(s1, s2) / 2^20`` by
-fixed-point multiplies. ReLU / ReLU6 on an accumulator stay pending and are applied to the
+A residual add rescales both operands to a common scale by fixed-point multiplies:
+``max_v(s_v * 2^bits_v) / 2^28`` (``max(s1, s2) / 2^20`` for two 8-bit operands): each operand's
+real range is about ``s_v * 2^bits_v``, so every term stays below 2^28 (the int32 sum below
+2^29) and the common step is 2^-20 of the widest range whichever operand is 16-bit. (Taking
+``max(s) / 2^(28 - 16)`` when either operand is 16-bit left the step 2^-12 of the 8-bit
+operand's: near-ties of the final requantize then rounded the other way than simulate's.) ReLU / ReLU6 on an accumulator stay pending and are applied to the
 codes after the requantize (``f(clip(y, a, b)) = clip(f(y), f(a), f(b))`` for the monotone
 requantize ``f``, so this is exact); ReLU on codes is ``max(codes, zero_point)``.
 """
@@ -19,7 +23,13 @@ from .layers import bias_add
 from .qvalue import INF, NoIntegerRule, QValue, compose_clip
 from .realizer import IntegerRealizer, register_integer
 
-RESIDUAL_SHIFT_BITS = 28  # common residual scale: max(s1, s2) / 2^(28 - code bits), 2^20 for 8 bits
+RESIDUAL_SHIFT_BITS = 28  # common residual scale: max_v(s_v * 2^code bits_v) / 2^28
+
+
+def residual_common_scale(scales, bits) -> float:
+    """The common scale a residual add sums its operands at: the widest operand range
+    ``s * 2^bits`` over 2^RESIDUAL_SHIFT_BITS (each term then below 2^RESIDUAL_SHIFT_BITS)."""
+    return max(float(s) * 2.0 ** int(b) for s, b in zip(scales, bits)) / 2.0 ** RESIDUAL_SHIFT_BITS
 
 
 @register_integer("relax.add")
@@ -35,8 +45,8 @@ def _add(r: IntegerRealizer, var, call) -> QValue:
 
 
 def _residual_add(r: IntegerRealizer, var, lhs: QValue, rhs: QValue) -> QValue:
-    bits = max(np.iinfo(str(v.expr.ty.dtype)).bits for v in (lhs, rhs))  # 16 if either is
-    common = max(float(lhs.scale), float(rhs.scale)) / 2.0 ** (RESIDUAL_SHIFT_BITS - bits)
+    common = residual_common_scale([lhs.scale, rhs.scale],
+                                   [np.iinfo(str(v.expr.ty.dtype)).bits for v in (lhs, rhs)])
     terms, bound = [], 0.0
     for v in (lhs, rhs):
         multiplier = float(v.scale) / common
