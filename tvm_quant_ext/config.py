@@ -27,6 +27,7 @@ AUTO = "auto"  # calibrator choice per layer by measured error
 BIAS_OVERFLOW_POLICIES = ("adjust", "zero_tiny", "clip", "error")
 MODES = ("simulate", "integer")
 UNSUPPORTED_OP_POLICIES = ("float", "error")
+WEIGHT_ROUNDINGS = ("nearest", "adaround")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,13 @@ class QConfig:
     precision_budget: fraction (0..1) of the INPUT/ACTIVATION points raised to 16-bit codes,
         the most sensitive first (measured: output SNR gained when only that point is left
         unquantized; passes/precision.py). 0: every point at nbit_input.
+    weight_rounding: "nearest" (round half up) or "adaround": per conv/dense layer, in graph
+        order, each weight rounded up or down as learned on the calibration data to minimize
+        the layer's output error against fp32, with the layers before it already quantized
+        (Nagel et al. 2020; passes/adaround.py, math in rounding.py). Runs before the bias
+        correction, which then measures the error that is left.
+    adaround_iterations: Adam steps per layer for "adaround" (the paper used 10k-20k; 500
+        keeps EfficientNet-Lite0 within minutes on 2 cores).
     mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
         "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
         fixed-point requantize; same points and rounding rule, so it agrees with simulate
@@ -101,6 +109,8 @@ class QConfig:
     bias_correction: bool = False
     equalize: bool = False
     precision_budget: float = 0.0
+    weight_rounding: str = "nearest"
+    adaround_iterations: int = 500
     mode: str = "simulate"
 
     def __post_init__(self):
@@ -142,6 +152,10 @@ class QConfig:
         _check_choice("bias_overflow", self.bias_overflow, BIAS_OVERFLOW_POLICIES)
         _check_choice("on_unsupported_op", self.on_unsupported_op, UNSUPPORTED_OP_POLICIES)
         _check_choice("mode", self.mode, MODES)
+        _check_choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
+        if not 1 <= self.adaround_iterations <= 1_000_000:
+            raise ValueError(f"QConfig.adaround_iterations={self.adaround_iterations!r}: expected "
+                             "a number of optimizer steps per layer in [1, 1000000]")
         if not 0 <= self.precision_budget <= 1:
             raise ValueError(f"QConfig.precision_budget={self.precision_budget!r}: expected a "
                              "fraction of the activation points in [0, 1]")

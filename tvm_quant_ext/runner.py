@@ -103,16 +103,18 @@ class QuantRunner:
         return passes.realize(self.calibrated(config), config, tap=tap)
 
     def calibrated(self, config: QConfig) -> tvm.IRModule:
-        """The annotated module with its scales (and its bias correction, computed once per
-        calibration and ``correction_key``)."""
+        """The annotated module with its scales (and its raised points, learned rounding and
+        bias correction, computed once per calibration and ``correction_key``)."""
         calibrated = passes.attach_scales(self.annotated(config), self.calibration(config), config)
-        if not (config.bias_correction or config.precision_budget > 0):
+        if not (config.bias_correction or config.precision_budget > 0
+                or config.weight_rounding != "nearest"):
             return calibrated
         key = passes.calibration_key(config) + passes.correction_key(config) + (
-            config.bias_correction,) + passes.precision_key(config)
+            config.bias_correction,) + passes.precision_key(config) + passes.rounding_key(config)
         if key not in self._corrected:
             raised = passes.maybe_raise(calibrated, self.calib, config)
-            self._corrected[key] = passes.maybe_correct(raised, self.calib, config)
+            rounded = passes.maybe_round(raised, self.calib, config)
+            self._corrected[key] = passes.maybe_correct(rounded, self.calib, config)
         return self._corrected[key]
 
     def compiled(self, config: QConfig, tap: bool = False) -> CompiledModel:
