@@ -38,13 +38,27 @@ from tvm_quant_ext.runner import QuantRunner, split_batches
 ROOT = Path(__file__).resolve().parent.parent
 TECHNIQUES = {"none": {}, "bias correction": {"bias_correction": True},
               "equalize": {"equalize": True},
-              "equalize + bias correction": {"equalize": True, "bias_correction": True}}
+              "equalize + bias correction": {"equalize": True, "bias_correction": True},
+              "adaround": {"weight_rounding": "adaround"},
+              "adaround + bias correction": {"weight_rounding": "adaround", "bias_correction": True},
+              "equalize + adaround": {"equalize": True, "weight_rounding": "adaround"},
+              "equalize + adaround + bias correction": {"equalize": True, "weight_rounding": "adaround",
+                                                        "bias_correction": True}}
+# --grid: which rows to run (the adaptive-rounding rows are their own section of accuracy.md)
+GRIDS = ("techniques", "adaround")
 
 
-def our_configs(short: bool):
+def our_configs(short: bool, grid_name: str = "techniques"):
     """(label, QConfig): the techniques alone and combined, per-channel and per-tensor weights,
     symmetric and asymmetric activations. ``short`` (the small models, where there is little
-    to win): per-channel only."""
+    to win): per-channel only. ``grid_name="adaround"``: the adaptive-rounding rows instead."""
+    if grid_name == "adaround":
+        grid = [(True, True, "adaround"), (True, True, "adaround + bias correction"),
+                (True, False, "adaround"), (True, False, "adaround + bias correction")]
+        if not short:
+            grid += [(False, True, "adaround"), (False, False, "equalize + adaround"),
+                     (False, False, "equalize + adaround + bias correction")]
+        return _labelled(grid)
     grid = [(True, True, "none"), (True, True, "bias correction"),
             (True, True, "equalize + bias correction"),
             (True, False, "none"), (True, False, "bias correction"), (True, False, "equalize"),
@@ -52,6 +66,10 @@ def our_configs(short: bool):
     if not short:
         grid += [(False, True, "none"), (False, True, "equalize"), (False, False, "equalize"),
                  (False, False, "equalize + bias correction")]
+    return _labelled(grid)
+
+
+def _labelled(grid):
     out = []
     for per_channel, symmetric, name in grid:
         label = (f"ours, {'per-channel' if per_channel else 'per-tensor'}, "
@@ -120,13 +138,13 @@ def ort_rows(model, images_by_set, limit):
     return rows
 
 
-def measure(name: str, limit, log):
+def measure(name: str, limit, log, grid_name: str = "techniques", with_ort: bool = True):
     model = zoo.load(name)
     entry = zoo.MODELS[name]
     sets = [s for s in model.eval_sets if entry.eval_sets is None or s.name in entry.eval_sets]
     runner = QuantRunner(model.mod, model.params, split_batches(model.calib, model.batch_size),
                          name=name, log=log)
-    configs = our_configs(short=name != "efficientnet_lite0")
+    configs = our_configs(short=name != "efficientnet_lite0", grid_name=grid_name)
     seconds = {}
     for label, config in configs:
         start = time.time()
@@ -141,7 +159,7 @@ def measure(name: str, limit, log):
                 "worst_layers": [[p, round(s, 1)] for p, s in r.worst_layers],
                 "quantize_s": seconds[label]} for (label, _), r in zip(configs, rows)]
     ort = []
-    if model.torch_model is not None:
+    if with_ort and model.torch_model is not None:
         ort = ort_rows(model, [(s.images, s.labels) for s in sets], limit)
     return records, ort
 
@@ -195,6 +213,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--from-json", action="store_true",
                         help="rewrite accuracy.md from the accuracy.json of an earlier run")
+    parser.add_argument("--grid", choices=GRIDS, default="techniques",
+                        help="techniques: the table of accuracy.md; adaround: the adaptive-rounding "
+                             "rows only (no ONNX Runtime rows; written to accuracy_adaround.json, "
+                             "the markdown printed for accuracy.md's own section)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,13 +235,15 @@ def main(argv=None) -> int:
     for name in args.models:
         start = time.time()
         limit = args.fashion_limit if name.startswith("fashion") else args.limit
-        records, ort = measure(name, limit, log)
+        records, ort = measure(name, limit, log, args.grid, with_ort=args.grid == "techniques")
         seconds = time.time() - start
         sections.append(section(name, records, ort) + f"\n\n({seconds:.0f} s on 2 shared cores)")
         data[name] = {"ours": records, "onnxruntime": ort, "seconds": seconds}
         print(sections[-1], flush=True)
-        (out / "accuracy.json").write_text(json.dumps(data, indent=1) + "\n")
-    (out / "accuracy.md").write_text(HEADER + "\n\n".join(sections) + "\n")
+        json_name = "accuracy.json" if args.grid == "techniques" else f"accuracy_{args.grid}.json"
+        (out / json_name).write_text(json.dumps(data, indent=1) + "\n")
+    if args.grid == "techniques":
+        (out / "accuracy.md").write_text(HEADER + "\n\n".join(sections) + "\n")
     return 0
 
 

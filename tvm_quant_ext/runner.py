@@ -63,6 +63,7 @@ class QuantRunner:
         self.log = log
         self._prepared: Dict[bool, tvm.IRModule] = {}
         self._corrected: Dict[tuple, tvm.IRModule] = {}
+        self._rounded: Dict[tuple, tvm.IRModule] = {}
         self._annotated: Dict[tuple, tvm.IRModule] = {}
         self._calibrated: Dict[tuple, passes.CalibrationResult] = {}
 
@@ -109,12 +110,16 @@ class QuantRunner:
         if not (config.bias_correction or config.precision_budget > 0
                 or config.weight_rounding != "nearest"):
             return calibrated
-        key = passes.calibration_key(config) + passes.correction_key(config) + (
-            config.bias_correction,) + passes.precision_key(config) + passes.rounding_key(config)
+        # the raised points and the learned rounding do not depend on the bias correction
+        # after them: shared by the configs that differ only in it
+        rounded_key = passes.calibration_key(config) + passes.correction_key(config) + \
+            passes.precision_key(config) + passes.rounding_key(config)
+        key = rounded_key + (config.bias_correction,)
         if key not in self._corrected:
-            raised = passes.maybe_raise(calibrated, self.calib, config)
-            rounded = passes.maybe_round(raised, self.calib, config)
-            self._corrected[key] = passes.maybe_correct(rounded, self.calib, config)
+            if rounded_key not in self._rounded:
+                raised = passes.maybe_raise(calibrated, self.calib, config)
+                self._rounded[rounded_key] = passes.maybe_round(raised, self.calib, config)
+            self._corrected[key] = passes.maybe_correct(self._rounded[rounded_key], self.calib, config)
         return self._corrected[key]
 
     def compiled(self, config: QConfig, tap: bool = False) -> CompiledModel:
