@@ -138,13 +138,18 @@ def ort_rows(model, images_by_set, limit):
     return rows
 
 
-def measure(name: str, limit, log, grid_name: str = "techniques", with_ort: bool = True):
+def measure(name: str, limit, log, grid_name: str = "techniques", with_ort: bool = True,
+            only=None):
     model = zoo.load(name)
     entry = zoo.MODELS[name]
     sets = [s for s in model.eval_sets if entry.eval_sets is None or s.name in entry.eval_sets]
     runner = QuantRunner(model.mod, model.params, split_batches(model.calib, model.batch_size),
                          name=name, log=log)
     configs = our_configs(short=name != "efficientnet_lite0", grid_name=grid_name)
+    if only:
+        configs = [(label, c) for label, c in configs if any(o in label for o in only)]
+        if not configs:
+            raise SystemExit(f"--only {only}: no row of the {grid_name} grid matches on {name}")
     seconds = {}
     for label, config in configs:
         start = time.time()
@@ -217,6 +222,9 @@ def main(argv=None) -> int:
                         help="techniques: the table of accuracy.md; adaround: the adaptive-rounding "
                              "rows only (no ONNX Runtime rows; written to accuracy_adaround.json, "
                              "the markdown printed for accuracy.md's own section)")
+    parser.add_argument("--only", nargs="+", metavar="TEXT",
+                        help="run only the rows whose label contains one of these texts, e.g. "
+                             "'per-channel, asym, adaround'")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +243,8 @@ def main(argv=None) -> int:
     for name in args.models:
         start = time.time()
         limit = args.fashion_limit if name.startswith("fashion") else args.limit
-        records, ort = measure(name, limit, log, args.grid, with_ort=args.grid == "techniques")
+        records, ort = measure(name, limit, log, args.grid, with_ort=args.grid == "techniques",
+                               only=args.only)
         seconds = time.time() - start
         sections.append(section(name, records, ort) + f"\n\n({seconds:.0f} s on 2 shared cores)")
         data[name] = {"ours": records, "onnxruntime": ort, "seconds": seconds}
