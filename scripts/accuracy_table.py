@@ -3,6 +3,7 @@ Runtime's quantize_static, on the zoo models, in one run.
 
     python scripts/accuracy_table.py [--models efficientnet_lite0 mnist_cnn fashion_resnet_v2]
                                      [--limit N] [--fashion-limit 3000]
+                                     [--grid techniques|adaround] [--only TEXT ...]
 
 The grid: per-channel weights with symmetric and asymmetric activations and the techniques
 alone and combined on every model; per-tensor weights (with and without equalization) on
@@ -18,6 +19,9 @@ and uint8 activations, on the same calibration images; its best by SNR is the ro
 have no ONNX Runtime row. "quantize s" is the time of prepare + calibrate + bias correction
 + realize for the row (calibrations are shared between rows with the same calibration, so the
 first row of each calibration carries it). Writes docs/accuracy.md and docs/accuracy.json.
+``--grid adaround``: the adaptive-rounding rows instead (same protocol, no ONNX Runtime rows),
+written to accuracy_adaround.json and printed for accuracy.md's "Adaptive rounding" section;
+``--only``: just the rows whose label contains one of the texts.
 """
 from __future__ import annotations
 
@@ -203,7 +207,8 @@ Written by `scripts/accuracy_table.py` (its docstring gives the protocol); int8 
   equalization of conv -> [ReLU | ReLU6] -> conv pairs (depthwise included), iterated over
   the chains; through ReLU6 the bound moves with the scale (`minimum(relu(x), 6/s)` per
   channel) and only downward; dead channels are left alone. No high-bias absorption.
-- Not built: adaptive rounding and mixed 16-bit precision.
+- Adaptive rounding (`weight_rounding="adaround"`) has its own section, below the tables
+  (`--grid adaround`).
 
 """
 
