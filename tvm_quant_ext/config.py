@@ -199,7 +199,7 @@ class QConfig:
 # of sensitivity runs. weight_rounding="adaround" is left out for now: asym + adaround gave
 # 24.71 dB on Lite0 and 48.71 on MNIST (above this preset's 22.47 / 47.80), but asym +
 # adaround + bias correction fell to 44.00 on MNIST, the Fashion ResNets are unmeasured, and
-# it quantizes ~15x slower (docs/accuracy.md, "Adaptive rounding").
+# it quantizes ~20x slower (docs/accuracy.md, "Adaptive rounding").
 PRESETS: Dict[str, Dict[str, Any]] = {
     "fast": {},
     "accurate": {"activation_symmetric": False, "bias_correction": True},
