@@ -3,10 +3,11 @@ Runtime's quantize_static, on the zoo models, in one run.
 
     python scripts/accuracy_table.py [--models efficientnet_lite0 mnist_cnn fashion_resnet_v2]
                                      [--limit N] [--fashion-limit 3000]
-                                     [--only TEXT] [--no-onnxruntime] [--no-high-bias-absorption]
+                                     [--grid techniques|adaround] [--only TEXT ...]
+                                     [--no-onnxruntime] [--no-high-bias-absorption]
 
-``--only`` keeps the rows whose label contains TEXT (e.g. "per-tensor, sym, equalize");
-``--no-high-bias-absorption`` runs equalization without it (to measure what it adds).
+``--only`` keeps the rows whose label contains one of the TEXTs (e.g. "per-tensor, sym,
+equalize"); ``--no-high-bias-absorption`` runs equalization without it (to measure what it adds).
 
 The grid: per-channel weights with symmetric and asymmetric activations and the techniques
 alone and combined on every model; per-tensor weights (with and without equalization) on
@@ -22,6 +23,9 @@ and uint8 activations, on the same calibration images; its best by SNR is the ro
 have no ONNX Runtime row. "quantize s" is the time of prepare + calibrate + bias correction
 + realize for the row (calibrations are shared between rows with the same calibration, so the
 first row of each calibration carries it). Writes docs/accuracy.md and docs/accuracy.json.
+``--grid adaround``: the adaptive-rounding rows instead (same protocol, no ONNX Runtime rows),
+written to accuracy_adaround.json and printed for accuracy.md's "Adaptive rounding" section;
+``--only``: just the rows whose label contains one of the texts.
 """
 from __future__ import annotations
 
@@ -42,13 +46,27 @@ from tvm_quant_ext.runner import QuantRunner, split_batches
 ROOT = Path(__file__).resolve().parent.parent
 TECHNIQUES = {"none": {}, "bias correction": {"bias_correction": True},
               "equalize": {"equalize": True},
-              "equalize + bias correction": {"equalize": True, "bias_correction": True}}
+              "equalize + bias correction": {"equalize": True, "bias_correction": True},
+              "adaround": {"weight_rounding": "adaround"},
+              "adaround + bias correction": {"weight_rounding": "adaround", "bias_correction": True},
+              "equalize + adaround": {"equalize": True, "weight_rounding": "adaround"},
+              "equalize + adaround + bias correction": {"equalize": True, "weight_rounding": "adaround",
+                                                        "bias_correction": True}}
+# --grid: which rows to run (the adaptive-rounding rows are their own section of accuracy.md)
+GRIDS = ("techniques", "adaround")
 
 
-def our_configs(short: bool):
+def our_configs(short: bool, grid_name: str = "techniques"):
     """(label, QConfig): the techniques alone and combined, per-channel and per-tensor weights,
     symmetric and asymmetric activations. ``short`` (the small models, where there is little
-    to win): per-channel only."""
+    to win): per-channel only. ``grid_name="adaround"``: the adaptive-rounding rows instead."""
+    if grid_name == "adaround":
+        grid = [(True, True, "adaround"), (True, True, "adaround + bias correction"),
+                (True, False, "adaround"), (True, False, "adaround + bias correction")]
+        if not short:
+            grid += [(False, True, "adaround"), (False, False, "equalize + adaround"),
+                     (False, False, "equalize + adaround + bias correction")]
+        return _labelled(grid)
     grid = [(True, True, "none"), (True, True, "bias correction"),
             (True, True, "equalize + bias correction"),
             (True, False, "none"), (True, False, "bias correction"), (True, False, "equalize"),
@@ -56,6 +74,10 @@ def our_configs(short: bool):
     if not short:
         grid += [(False, True, "none"), (False, True, "equalize"), (False, False, "equalize"),
                  (False, False, "equalize + bias correction")]
+    return _labelled(grid)
+
+
+def _labelled(grid):
     out = []
     for per_channel, symmetric, name in grid:
         label = (f"ours, {'per-channel' if per_channel else 'per-tensor'}, "
@@ -124,14 +146,18 @@ def ort_rows(model, images_by_set, limit):
     return rows
 
 
-def measure(name: str, limit, log, only=None, with_ort=True):
+def measure(name: str, limit, log, grid_name: str = "techniques", with_ort: bool = True,
+            only=None):
     model = zoo.load(name)
     entry = zoo.MODELS[name]
     sets = [s for s in model.eval_sets if entry.eval_sets is None or s.name in entry.eval_sets]
     runner = QuantRunner(model.mod, model.params, split_batches(model.calib, model.batch_size),
                          name=name, log=log)
-    configs = [(label, c) for label, c in our_configs(short=name != "efficientnet_lite0")
-               if only is None or only in label]
+    configs = our_configs(short=name != "efficientnet_lite0", grid_name=grid_name)
+    if only:
+        configs = [(label, c) for label, c in configs if any(o in label for o in only)]
+        if not configs:
+            raise SystemExit(f"--only {only}: no row of the {grid_name} grid matches on {name}")
     seconds = {}
     for label, config in configs:
         start = time.time()
@@ -186,7 +212,8 @@ Written by `scripts/accuracy_table.py` (its docstring gives the protocol); int8 
   the chains; through ReLU6 the bound moves with the scale (`minimum(relu(x), 6/s)` per
   channel) and only downward; dead channels are left alone; then exact high-bias absorption
   (see "High-bias absorption" below).
-- Not built: adaptive rounding.
+- Adaptive rounding (`weight_rounding="adaround"`) has its own section, below the tables
+  (`--grid adaround`).
 
 """
 
@@ -199,12 +226,18 @@ def main(argv=None) -> int:
     parser.add_argument("--fashion-limit", type=int, default=3000,
                         help="at most N Fashion-MNIST test images (the protocol asks >= 3000)")
     parser.add_argument("--out", default=str(ROOT / "docs"))
-    parser.add_argument("--only", default=None, help="only the rows whose label contains this")
     parser.add_argument("--no-onnxruntime", action="store_true", help="no ONNX Runtime rows")
     parser.add_argument("--no-high-bias-absorption", action="store_true",
                         help="equalize without high-bias absorption")
     parser.add_argument("--from-json", action="store_true",
                         help="rewrite accuracy.md from the accuracy.json of an earlier run")
+    parser.add_argument("--grid", choices=GRIDS, default="techniques",
+                        help="techniques: the table of accuracy.md; adaround: the adaptive-rounding "
+                             "rows only (no ONNX Runtime rows; written to accuracy_adaround.json, "
+                             "the markdown printed for accuracy.md's own section)")
+    parser.add_argument("--only", nargs="+", metavar="TEXT",
+                        help="run only the rows whose label contains one of these texts, e.g. "
+                             "'per-channel, asym, adaround'")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,13 +259,17 @@ def main(argv=None) -> int:
     for name in args.models:
         start = time.time()
         limit = args.fashion_limit if name.startswith("fashion") else args.limit
-        records, ort = measure(name, limit, log, args.only, not args.no_onnxruntime)
+        records, ort = measure(name, limit, log, args.grid,
+                               with_ort=args.grid == "techniques" and not args.no_onnxruntime,
+                               only=args.only)
         seconds = time.time() - start
         sections.append(section(name, records, ort) + f"\n\n({seconds:.0f} s on 2 shared cores)")
         data[name] = {"ours": records, "onnxruntime": ort, "seconds": seconds}
         print(sections[-1], flush=True)
-        (out / "accuracy.json").write_text(json.dumps(data, indent=1) + "\n")
-    (out / "accuracy.md").write_text(HEADER + "\n\n".join(sections) + "\n")
+        json_name = "accuracy.json" if args.grid == "techniques" else f"accuracy_{args.grid}.json"
+        (out / json_name).write_text(json.dumps(data, indent=1) + "\n")
+    if args.grid == "techniques":
+        (out / "accuracy.md").write_text(HEADER + "\n\n".join(sections) + "\n")
     return 0
 
 

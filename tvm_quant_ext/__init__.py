@@ -32,6 +32,7 @@ def quantize_pipeline(params: Optional[Dict[str, np.ndarray]] = None,
         passes.Annotate(config),
         passes.Calibrate(dataset, config, target),
         passes.RaisePrecision(dataset, config),
+        passes.RoundWeights(dataset, config),
         passes.CorrectBias(dataset, config),
         passes.Realize(config),
     ], name="Quantize")

@@ -27,6 +27,7 @@ AUTO = "auto"  # calibrator choice per layer by measured error
 BIAS_OVERFLOW_POLICIES = ("adjust", "zero_tiny", "clip", "error")
 MODES = ("simulate", "integer")
 UNSUPPORTED_OP_POLICIES = ("float", "error")
+WEIGHT_ROUNDINGS = ("nearest", "adaround")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,13 @@ class QConfig:
         rounded down, the largest gain first (measured: output SNR gained by raising that
         point alone, on 2 calibration batches; passes/precision.py). 0: every point at
         nbit_input.
+    weight_rounding: "nearest" (round half up) or "adaround": per conv/dense layer, in graph
+        order, each weight rounded up or down as learned on the calibration data to minimize
+        the layer's output error against fp32, with the layers before it already quantized
+        (Nagel et al. 2020; passes/adaround.py, math in rounding.py). Runs before the bias
+        correction, which then measures the error that is left.
+    adaround_iterations: Adam steps per layer for "adaround" (the paper used 10k-20k; 500
+        keeps EfficientNet-Lite0 within minutes on 2 cores).
     mode: "simulate" (fake-quant in float that rounds and clips as integers would) or
         "integer" (int8/uint8/int16 codes between layers, int32/int64 accumulators,
         fixed-point requantize; same points and rounding rule, so it agrees with simulate
@@ -102,6 +110,8 @@ class QConfig:
     bias_correction: bool = False
     equalize: bool = False
     precision_budget: float = 0.0
+    weight_rounding: str = "nearest"
+    adaround_iterations: int = 500
     mode: str = "simulate"
 
     def __post_init__(self):
@@ -143,6 +153,10 @@ class QConfig:
         _check_choice("bias_overflow", self.bias_overflow, BIAS_OVERFLOW_POLICIES)
         _check_choice("on_unsupported_op", self.on_unsupported_op, UNSUPPORTED_OP_POLICIES)
         _check_choice("mode", self.mode, MODES)
+        _check_choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
+        if not 1 <= self.adaround_iterations <= 1_000_000:
+            raise ValueError(f"QConfig.adaround_iterations={self.adaround_iterations!r}: expected "
+                             "a number of optimizer steps per layer in [1, 1000000]")
         if not 0 <= self.precision_budget <= 1:
             raise ValueError(f"QConfig.precision_budget={self.precision_budget!r}: expected a "
                              "fraction of the activation points in [0, 1]")
@@ -183,7 +197,10 @@ class QConfig:
 # (22.5 dB vs 18.6 for either alone's best and for ONNX Runtime, agreement 69/70) and on the
 # MNIST CNN (47.8 vs 43.1 dB). Equalization is left out: with per-channel weights it lost
 # 1.3 dB on Lite0 (it is for per-tensor weights); a precision budget of 0.05-0.3 moved Lite0 by
-# 0.1-0.5 dB only (docs/accuracy.md, "Mixed precision").
+# 0.1-0.5 dB only (docs/accuracy.md, "Mixed precision"). weight_rounding="adaround" is left out
+# for now: asym + adaround gave 24.71 dB on Lite0 and 48.71 on MNIST (above this preset's
+# 22.47 / 47.80), but asym + adaround + bias correction fell to 44.00 on MNIST, the Fashion
+# ResNets are unmeasured, and it quantizes ~20x slower (docs/accuracy.md, "Adaptive rounding").
 PRESETS: Dict[str, Dict[str, Any]] = {
     "fast": {},
     "accurate": {"activation_symmetric": False, "bias_correction": True},

@@ -16,7 +16,8 @@ import json
 import os
 from typing import Any, Callable, Dict, Optional
 
-from .config import AUTO, BIAS_OVERFLOW_POLICIES, MODES, UNSUPPORTED_OP_POLICIES, QConfig
+from .config import (AUTO, BIAS_OVERFLOW_POLICIES, MODES, UNSUPPORTED_OP_POLICIES,
+                     WEIGHT_ROUNDINGS, QConfig)
 
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
@@ -65,7 +66,8 @@ def field_choices() -> Dict[str, list]:
     calibrators = sorted(OBSERVERS) + [AUTO]
     return {"calibrate_mode": calibrators, "weight_scale": calibrators,
             "bias_overflow": list(BIAS_OVERFLOW_POLICIES),
-            "on_unsupported_op": list(UNSUPPORTED_OP_POLICIES), "mode": list(MODES)}
+            "on_unsupported_op": list(UNSUPPORTED_OP_POLICIES), "mode": list(MODES),
+            "weight_rounding": list(WEIGHT_ROUNDINGS)}
 
 
 def add_qconfig_arguments(parser: argparse.ArgumentParser,

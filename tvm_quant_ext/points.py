@@ -48,6 +48,11 @@ class QuantState:
     # and one report row per corrected layer (passes/bias_correction.py)
     bias_corrections: Dict[str, List[float]] = field(default_factory=dict)
     bias_correction_rows: List[Dict[str, object]] = field(default_factory=list)
+    # WEIGHT point -> adaptive rounding (passes/adaround.py): the weight scale it was learned
+    # at ("scale", per channel) and the packed 0/1 round-up bits ("up", rounding.pack_mask);
+    # and one report row per rounded layer
+    weight_rounding: Dict[str, Dict[str, object]] = field(default_factory=dict)
+    weight_rounding_rows: List[Dict[str, object]] = field(default_factory=list)
     # activation points raised above QConfig.nbit_input (QConfig.precision_budget): id -> bits,
     # and the sensitivity measurement that chose them
     activation_bits: Dict[str, int] = field(default_factory=dict)

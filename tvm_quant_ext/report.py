@@ -62,6 +62,7 @@ def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict
         "bias_adjustments": [a.to_dict() for a in adjustments],
         "float_ops": list(state.float_ops),
         "bias_correction": list(state.bias_correction_rows),
+        "weight_rounding": list(state.weight_rounding_rows),
         "equalization": state.equalization,
         "precision": state.precision,
     }
@@ -76,13 +77,17 @@ class QuantReport:
     # one row per corrected layer: channels, channels whose bias code changed, mean |correction|
     # (float and in LSBs of the point that next quantizes the layer's output)
     bias_correction: List[dict] = field(default_factory=list)
+    # one row per layer rounded adaptively: codes changed against round-to-nearest, the layer
+    # output's MSE and SNR (before the bias, on the calibration data) with each rounding
+    weight_rounding: List[dict] = field(default_factory=list)
     equalization: Optional[dict] = None  # pairs equalized, pairs skipped (why), rounds
     precision: Optional[dict] = None  # points raised to 16 bits, each point's measured gain
 
     def to_dict(self) -> dict:
         return {"config": self.config, "points": self.points,
                 "bias_adjustments": self.bias_adjustments, "float_ops": self.float_ops,
-                "bias_correction": self.bias_correction, "equalization": self.equalization,
+                "bias_correction": self.bias_correction, "weight_rounding": self.weight_rounding,
+                "equalization": self.equalization,
                 "precision": self.precision}
 
     def point(self, point_id: str) -> dict:
@@ -140,6 +145,15 @@ class QuantReport:
                 if r["mean_abs_correction_lsb"] is not None:
                     lines.append(f"  {r['layer']}: mean |correction| {r['mean_abs_correction_lsb']:.3f} "
                                  f"LSB (max {r['max_abs_correction_lsb']:.3f}) over {r['channels']} channels")
+        if self.weight_rounding:
+            rows = self.weight_rounding
+            gains = [r["snr_adaround_db"] - r["snr_nearest_db"] for r in rows
+                     if np.isfinite(r["snr_adaround_db"]) and np.isfinite(r["snr_nearest_db"])]
+            lines.append(f"adaptive rounding: {len(rows)} layers, "
+                         f"{sum(r['codes_changed'] for r in rows)} of {sum(r['weights'] for r in rows)} "
+                         f"weight codes changed from nearest"
+                         + (f", layer output SNR {np.mean(gains):+.2f} dB on average "
+                            f"(min {min(gains):+.2f}, max {max(gains):+.2f})" if gains else ""))
         lines.append("kept in float: " + (", ".join(f"{f['tensor']} ({f['op']}: {f['reason']})"
                                                      for f in self.float_ops) or "nothing"))
         return "\n".join(lines)

@@ -66,6 +66,7 @@ class QuantRunner:
         # precision gains depend on everything but the budget, bias correction (applied after
         # the raise) and the realize mode: one measurement per such config serves every budget
         self._gains: Dict[str, dict] = {}
+        self._rounded: Dict[tuple, tvm.IRModule] = {}
         self._annotated: Dict[tuple, tvm.IRModule] = {}
         self._calibrated: Dict[tuple, passes.CalibrationResult] = {}
 
@@ -106,19 +107,25 @@ class QuantRunner:
         return passes.realize(self.calibrated(config), config, tap=tap)
 
     def calibrated(self, config: QConfig) -> tvm.IRModule:
-        """The annotated module with its scales (and its bias correction, computed once per
-        calibration and ``correction_key``)."""
+        """The annotated module with its scales (and its raised points, learned rounding and
+        bias correction, computed once per calibration and ``correction_key``)."""
         calibrated = passes.attach_scales(self.annotated(config), self.calibration(config), config)
-        if not (config.bias_correction or config.precision_budget > 0):
+        if not (config.bias_correction or config.precision_budget > 0
+                or config.weight_rounding != "nearest"):
             return calibrated
-        key = passes.calibration_key(config) + passes.correction_key(config) + (
-            config.bias_correction,) + passes.precision_key(config)
+        # the raised points and the learned rounding do not depend on the bias correction
+        # after them: shared by the configs that differ only in it
+        rounded_key = passes.calibration_key(config) + passes.correction_key(config) + \
+            passes.precision_key(config) + passes.rounding_key(config)
+        key = rounded_key + (config.bias_correction,)
         if key not in self._corrected:
             gains_key = repr(sorted(config.replace(precision_budget=0.0, bias_correction=False,
                                                    mode="simulate").to_dict().items()))
-            raised = passes.maybe_raise(calibrated, self.calib, config,
-                                        self._gains.setdefault(gains_key, {}))
-            self._corrected[key] = passes.maybe_correct(raised, self.calib, config)
+            if rounded_key not in self._rounded:
+                raised = passes.maybe_raise(calibrated, self.calib, config,
+                                            self._gains.setdefault(gains_key, {}))
+                self._rounded[rounded_key] = passes.maybe_round(raised, self.calib, config)
+            self._corrected[key] = passes.maybe_correct(self._rounded[rounded_key], self.calib, config)
         return self._corrected[key]
 
     def compiled(self, config: QConfig, tap: bool = False) -> CompiledModel:

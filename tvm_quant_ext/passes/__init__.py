@@ -2,6 +2,7 @@
 
 ``prepare/`` (names, params, BatchNorm, bias) -> ``annotate.py`` (quantization points) ->
 ``calibration.py`` (observers over the dataset; calibrator choice in ``calibrators.py``) ->
+``adaround.py`` (optional: learned weight rounding) ->
 ``bias_correction.py`` (optional: per-layer mean output error out of the biases) ->
 ``realize/`` (the layer plan, then simulate or integer).
 """
@@ -15,6 +16,7 @@ from .annotate import (ANNOTATE_RULES, Annotate, UnsupportedOpError, annotate, a
                        register_annotate)
 from .calibration import (Calibrate, CalibrationResult, attach_scales, calibrate, calibration_key,
                           iter_batches, run_calibration)
+from .adaround import RoundWeights, maybe_round, round_weights, rounding_key
 from .bias_correction import CorrectBias, correct_biases, correction_key, maybe_correct
 from .precision import RaisePrecision, maybe_raise, precision_key, raise_precision
 from .prepare import CanonicalizeBias, NameLayers, PrepareForQuantization, prepare
@@ -30,7 +32,7 @@ for _error in (BiasOverflowError, CalibrationError, DuplicateRuleError, GraphErr
 
 __all__ = [
     "ANNOTATE_RULES", "Annotate", "CorrectBias", "correct_biases", "correction_key",
-    "maybe_correct", "RaisePrecision", "maybe_raise", "precision_key", "raise_precision", "annotation_key", "Calibrate", "CalibrationResult", "CanonicalizeBias",
+    "maybe_correct", "RoundWeights", "maybe_round", "round_weights", "rounding_key", "RaisePrecision", "maybe_raise", "precision_key", "raise_precision", "annotation_key", "Calibrate", "CalibrationResult", "CanonicalizeBias",
     "INTEGER_RULES", "NameLayers", "PrepareForQuantization", "REALIZERS", "REALIZE_RULES",
     "Realize", "UnsupportedOpError", "annotate", "attach_scales", "calibrate",
     "calibration_key", "iter_batches", "prepare", "realize", "register_annotate",

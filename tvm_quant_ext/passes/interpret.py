@@ -150,7 +150,8 @@ Value = object
 class SideBySide:
     """Run an annotated, calibrated module on ``batches``: path 0 is the float model (markers
     are identities), path 1 its quantization (activations fake-quantized with their scales,
-    weights and biases from ``constant``). Subclasses hook the bias adds (``bias_add``)."""
+    weights and biases from ``constant``). Subclasses hook the bias adds (``bias_add``) and
+    the layer ops reading a weight (``weight_layer``)."""
 
     def __init__(self, mod, state: QuantState, config: QConfig,
                  constant: Callable[[QPoint], np.ndarray]):
@@ -159,8 +160,14 @@ class SideBySide:
         self.values: Dict[relax.Var, Tuple[Value, Value]] = {}
         self.float_points: set = set()  # activation points left unquantized (sensitivity runs)
         self.bias_marker: Dict[relax.Var, QPoint] = {}
+        self.weight_marker: Dict[relax.Var, QPoint] = {}
 
     # -- hooks ----------------------------------------------------------------------------
+    def weight_layer(self, var, call, rule, point: QPoint, batches: int):
+        """The float and quantized values of a layer op reading the WEIGHT ``point``
+        (default: the op's rule on both paths)."""
+        return tuple(self.apply(rule, call, var, k, batches) for k in (0, 1))
+
     def bias_add(self, var, point: QPoint, layer: Tuple[list, list], bias: Tuple[Value, Value]):
         """The float and quantized values of ``layer + bias`` (default: just the sums)."""
         return tuple(self.map2(torch.add, layer[k], bias[k]) for k in (0, 1))
@@ -244,14 +251,18 @@ class SideBySide:
         if rule is None:
             raise GraphError(f"{var.name}: op {op or type(value).__name__} has no interpreter "
                              "rule (register one with passes.interpret.register_interpret)")
+        weights = [self.weight_marker[a] for a in value.args if a in self.weight_marker]
+        if weights:
+            self.values[var] = self.weight_layer(var, value, rule, weights[0], batches)
+            return
         self.values[var] = tuple(self.apply(rule, value, var, k, batches) for k in (0, 1))
 
     def marker(self, var, tensor, point_id: str, kind: str):
         point = self.state.points[point_id]
         float_value = self.arg(tensor, 0)
         if kind in (QKind.WEIGHT.value, QKind.BIAS.value):
-            if kind == QKind.BIAS.value:
-                self.bias_marker[var] = point
+            marked = self.bias_marker if kind == QKind.BIAS.value else self.weight_marker
+            marked[var] = point
             quant = torch.as_tensor(self.constant(point).reshape(tuple(float_value.shape)), dtype=DTYPE)
             return float_value, quant
         scale = self.state.activation_scales[point_id]

@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ... import qmath
+from ... import qmath, rounding
 from ...config import QConfig, QKind
 from ...graph import bindings, const_value
 from ...points import QuantState, parse_marker
@@ -104,11 +104,29 @@ def plan_layer(ctx: RealizeContext, pid: str, calibrator: str) -> LayerPlan:
         scale = bias_quant.weight_scale
     zeroed = bias_quant.zeroed if bias_quant is not None else np.zeros(len(scale), bool)
     codes = qmath.quantize(weight, scale, config.nbit_weight, axis=point.axis)
+    learned = ctx.state.weight_rounding.get(pid)
+    if learned is not None and config.weight_rounding == "adaround":
+        codes = _learned_codes(weight, scale, codes, learned, config.nbit_weight, point.axis)
     if zeroed.any():
         index = [slice(None)] * weight.ndim
         index[point.axis] = zeroed
         codes[tuple(index)] = 0
     return LayerPlan(scale, codes, zeroed, calibrator, bias_quant)
+
+
+def _learned_codes(weight, scale, nearest, learned, nbit: int, axis: int) -> np.ndarray:
+    """The adaptive rounding's codes (passes/adaround.py) where the channel's weight scale is
+    still the one they were learned at; a channel whose scale moved since (a bias correction
+    that then overflowed and was adjusted) keeps round-to-nearest."""
+    channels = np.moveaxis(weight, axis, 0).shape[0]
+    same = np.broadcast_to(np.asarray(learned["scale"], np.float64), (channels,)) == \
+        np.broadcast_to(np.asarray(scale, np.float64), (channels,))
+    up = rounding.unpack_mask(learned["up"], weight.shape)
+    shape = [1] * weight.ndim
+    shape[axis] = channels
+    codes = rounding.rounded_codes(weight, np.broadcast_to(scale, (channels,)).reshape(shape), up,
+                                   qmath.qmax_for(nbit, True))
+    return np.where(same.reshape(shape), codes, nearest)
 
 
 def plan_constant(plans: Dict[str, LayerPlan], point) -> np.ndarray:
