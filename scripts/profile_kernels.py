@@ -63,9 +63,13 @@ def time_kernel(func, target, runs=5) -> float:
 def kernel_macs(name: str, func) -> int:
     """Multiply-accumulates of one call of a fused int8 layer kernel (0 for anything else)."""
     shapes = [[int(d) for d in p.shape] for p in func.params]
-    if "vnni" in name:  # (data NCHW, packed weight, ..., out NCHW): o*oh*ow outputs, c*kh*kw each
-        (n, c, _, _), weight, out = shapes[0], shapes[1], shapes[-1]
-        return n * out[1] * out[2] * out[3] * c * weight[2] * weight[3]
+    if "vnni" in name:
+        # (data, packed weight O/16 x C/4 x KH x KW x 16 x 4, ..., out): data and out are NCHW
+        # or packed N x C/4 x H x W x 4 (a packed link), whose channels count in fours
+        data, weight, out = shapes[0], shapes[1], shapes[-1]
+        channels = data[1] * (4 if len(data) == 5 else 1)
+        outputs = out[1] * (4 if len(out) == 5 else 1)
+        return data[0] * outputs * out[2] * out[3] * channels * weight[2] * weight[3]
     if "depthwise" in name:
         weight, out = shapes[1], shapes[-1]
         return out[0] * out[1] * out[2] * out[3] * weight[2] * weight[3]
