@@ -13,8 +13,9 @@ from tvm_quant_ext.passes.bias_correction import channel_mean
 from tvm_quant_ext.passes.interpret import SideBySide
 from tvm_quant_ext.passes.prepare.equalize import equalize_scales
 from tvm_quant_ext.passes.realize.plan import RealizeContext, collect_constants, plan_layers
-from tvm_quant_ext.points import collect_points, get_state
+from tvm_quant_ext.points import get_state
 
+from taps import assert_integer_within_one_lsb, taps
 from graphs import conv_dw_conv, depthwise_block, mixed_ops, tiny_resnet
 
 GRAPHS = {"depthwise_block": (depthwise_block, (1, 4, 9, 9)),
@@ -221,13 +222,6 @@ def test_equalization_raises_per_tensor_snr():
 
 
 # -- both modes -------------------------------------------------------------------------------
-def _taps(model, x):
-    taps = {}
-    with collect_points(lambda pid, array: taps.__setitem__(pid, array)):
-        model(x)
-    return taps
-
-
 @pytest.mark.parametrize("graph,config", [
     ("conv_dw_conv", QConfig(equalize=True)),
     ("conv_dw_conv", QConfig(equalize=True, per_channel=False, activation_symmetric=False)),
@@ -243,17 +237,7 @@ def test_integer_agrees_with_simulate_with_each_technique(graph, config):
     prepared = passes.prepare(mod, params, config)
     calibrated = passes.calibrate(passes.annotate(prepared, config), calib, config)
     calibrated = passes.maybe_correct(passes.maybe_raise(calibrated, calib, config), calib, config)
-    simulated = tq.build(passes.realize(calibrated, config, tap=True))
-    integer_mod = passes.realize(calibrated, config.replace(mode="integer"), tap=True)
-    state = get_state(integer_mod)
-    assert state.float_ops == []
-    integer = tq.build(integer_mod)
-    for x in _data(shape, 3, 5, scale=2.0):
-        sim, ints = _taps(simulated, x), _taps(integer, x)
-        for pid, codes in ints.items():
-            scale = state.activation_scales[pid]
-            real = (codes.astype(np.float64) - state.activation_zero_points.get(pid, 0)) * scale
-            assert np.abs(real - sim[pid]).max() / scale <= 1.0 + 1e-6, pid
+    assert_integer_within_one_lsb(calibrated, config, _data(shape, 3, 5, scale=2.0))
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -365,7 +349,7 @@ def test_residual_add_of_a_16_bit_and_an_8_bit_operand_matches_simulate():
     integer, istate = tq.build(integer_mod), get_state(integer_mod)
     flipped = 0
     for x in _data((1, 3, 16, 16), 40, 7, scale=2.0):
-        sim, ints = _taps(simulated, x), _taps(integer, x)
+        sim, ints = taps(simulated, x), taps(integer, x)
         for pid in adds:
             scale = istate.activation_scales[pid]
             real = (ints[pid].astype(np.float64) - istate.activation_zero_points.get(pid, 0)) * scale

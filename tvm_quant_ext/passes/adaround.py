@@ -32,10 +32,10 @@ import tvm
 from .. import rounding
 from ..config import QConfig
 from ..graph import GraphError, op_name, registrar, shape_of
-from ..points import QPoint, get_state, set_state
+from ..points import QPoint, set_state
 from ..qmath import qmax_for
-from .interpret import Batches, SideBySide
-from .realize.plan import (RealizeContext, collect_constants, plan_constant, plan_layer,
+from .interpret import Batches, SideBySide, walk_calibration_data
+from .realize.plan import (RealizeContext, plan_constant, plan_layer,
                            weight_calibrators)
 
 POOL_ROWS = 4096  # sampled rows (input patches / vectors) per layer, over all batches
@@ -161,17 +161,11 @@ class _Rounding(SideBySide):
 def round_weights(mod: tvm.IRModule, dataset: Iterable, config: QConfig) -> tvm.IRModule:
     """A calibrated module -> the same module carrying every layer's learned weight rounding
     (``QuantState.weight_rounding``, read by the layer plan) and its report rows."""
-    if dataset is None:
-        raise ValueError("weight_rounding='adaround' needs the calibration dataset")
-    if iter(dataset) is dataset:
-        raise ValueError("weight_rounding='adaround' reads the calibration data after calibration "
-                         "has: pass a list (or another re-iterable), not an iterator or generator")
-    state = get_state(mod)
-    state.weight_rounding, state.weight_rounding_rows = {}, []
-    ctx = RealizeContext(config, state)
-    collect_constants(mod, ctx)
-    walker = _Rounding(mod, ctx)
-    walker.run(dataset)
+    def reset(state):
+        state.weight_rounding, state.weight_rounding_rows = {}, []
+
+    state, walker = walk_calibration_data(mod, dataset, config, _Rounding,
+                                          "weight_rounding='adaround'", reset)
     state.weight_rounding_rows = walker.rows
     return set_state(mod, state)
 

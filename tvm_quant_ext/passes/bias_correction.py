@@ -24,9 +24,9 @@ import torch
 import tvm
 
 from ..config import QConfig
-from ..points import QPoint, get_state, set_state
-from .interpret import Batches, SideBySide, output_point
-from .realize.plan import (RealizeContext, collect_constants, plan_constant, plan_layer,
+from ..points import QPoint, set_state
+from .interpret import Batches, SideBySide, walk_calibration_data, output_point
+from .realize.plan import (RealizeContext, plan_constant, plan_layer,
                            weight_calibrators)
 
 
@@ -89,17 +89,11 @@ def _batches(value):
 def correct_biases(mod: tvm.IRModule, dataset: Iterable, config: QConfig) -> tvm.IRModule:
     """A calibrated module -> the same module carrying a bias correction per layer
     (``QuantState.bias_corrections``, read by the layer plan) and its report rows."""
-    if dataset is None:
-        raise ValueError("bias_correction needs the calibration dataset")
-    if iter(dataset) is dataset:
-        raise ValueError("bias_correction reads the calibration data after calibration has: "
-                         "pass a list (or another re-iterable), not an iterator or generator")
-    state = get_state(mod)
-    state.bias_corrections, state.bias_correction_rows = {}, []
-    ctx = RealizeContext(config, state)
-    collect_constants(mod, ctx)
-    walker = _Correcting(mod, ctx)
-    walker.run(dataset)
+    def reset(state):
+        state.bias_corrections, state.bias_correction_rows = {}, []
+
+    state, walker = walk_calibration_data(mod, dataset, config, _Correcting, "bias_correction",
+                                          reset)
     state.bias_correction_rows = walker.rows
     return set_state(mod, state)
 

@@ -24,8 +24,9 @@ from tvm import relax
 from .. import qmath
 from ..config import QConfig, QKind
 from ..graph import GraphError, bindings, const_value, is_const, op_name, registrar, shape_of
-from ..points import QPoint, QuantState, parse_marker
+from ..points import QPoint, QuantState, get_state, parse_marker
 from .calibration import iter_batches
+from .realize.plan import RealizeContext, collect_constants
 
 InterpretRule = Callable[[relax.Call, list, relax.Var], torch.Tensor]
 INTERPRET_RULES: Dict[str, InterpretRule] = {}
@@ -329,3 +330,22 @@ def output_point(func, var, state: QuantState) -> Optional[str]:
         if len(found) != 1 or op_name(found[0].value) not in passthrough:
             return None
         var = found[0].var
+
+
+def walk_calibration_data(mod, dataset, config: QConfig, walker_type, what: str,
+                          reset: Callable[[QuantState], None]):
+    """Run a ``SideBySide`` walker (``walker_type(mod, ctx)``) over the calibration data again,
+    after calibration: ``reset`` clears the state fields the walk fills (the layer plan reads
+    them as they grow). Returns (state, walker); the caller stores the walker's rows."""
+    if dataset is None:
+        raise ValueError(f"{what} needs the calibration dataset")
+    if iter(dataset) is dataset:
+        raise ValueError(f"{what} reads the calibration data after calibration has: pass a list "
+                         "(or another re-iterable), not an iterator or generator")
+    state = get_state(mod)
+    reset(state)
+    ctx = RealizeContext(config, state)
+    collect_constants(mod, ctx)
+    walker = walker_type(mod, ctx)
+    walker.run(dataset)
+    return state, walker
