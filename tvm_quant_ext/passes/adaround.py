@@ -34,7 +34,7 @@ from ..config import QConfig
 from ..graph import GraphError, op_name, registrar, shape_of
 from ..points import QPoint, set_state
 from ..qmath import qmax_for
-from .interpret import Batches, SideBySide, walk_calibration_data
+from .interpret import Batches, SideBySide, data_stage_pass, walk_calibration_data
 from .realize.plan import (RealizeContext, plan_constant, plan_layer,
                            weight_calibrators)
 
@@ -184,10 +184,4 @@ def maybe_round(mod: tvm.IRModule, dataset: Optional[Iterable], config: QConfig)
 def RoundWeights(dataset: Optional[Iterable], config: Optional[QConfig] = None):  # pylint: disable=invalid-name
     """Adaptive weight rounding as a tvm.transform pass (identity unless
     ``config.weight_rounding == "adaround"``)."""
-    config = config or QConfig()
-
-    @tvm.transform.module_pass(opt_level=0, name="RoundWeights")
-    def _pass(mod, _ctx):
-        return maybe_round(mod, dataset, config)
-
-    return _pass
+    return data_stage_pass("RoundWeights", maybe_round, dataset, config)

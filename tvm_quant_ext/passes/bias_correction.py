@@ -25,7 +25,7 @@ import tvm
 
 from ..config import QConfig
 from ..points import QPoint, set_state
-from .interpret import Batches, SideBySide, walk_calibration_data, output_point
+from .interpret import Batches, SideBySide, data_stage_pass, walk_calibration_data, output_point
 from .realize.plan import (RealizeContext, plan_constant, plan_layer,
                            weight_calibrators)
 
@@ -113,10 +113,4 @@ def maybe_correct(mod: tvm.IRModule, dataset: Optional[Iterable], config: QConfi
 
 def CorrectBias(dataset: Optional[Iterable], config: Optional[QConfig] = None):  # pylint: disable=invalid-name
     """Bias correction as a tvm.transform pass (identity unless ``config.bias_correction``)."""
-    config = config or QConfig()
-
-    @tvm.transform.module_pass(opt_level=0, name="CorrectBias")
-    def _pass(mod, _ctx):
-        return maybe_correct(mod, dataset, config)
-
-    return _pass
+    return data_stage_pass("CorrectBias", maybe_correct, dataset, config)

@@ -19,6 +19,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tvm
 from tvm import relax
 
 from .. import qmath
@@ -332,16 +333,34 @@ def output_point(func, var, state: QuantState) -> Optional[str]:
         var = found[0].var
 
 
-def walk_calibration_data(mod, dataset, config: QConfig, walker_type, what: str,
-                          reset: Callable[[QuantState], None]):
-    """Run a ``SideBySide`` walker (``walker_type(mod, ctx)``) over the calibration data again,
-    after calibration: ``reset`` clears the state fields the walk fills (the layer plan reads
-    them as they grow). Returns (state, walker); the caller stores the walker's rows."""
+def require_reiterable(dataset, what: str) -> None:
+    """``what`` reads the calibration data again after calibration: refuse what cannot be."""
     if dataset is None:
         raise ValueError(f"{what} needs the calibration dataset")
     if iter(dataset) is dataset:
         raise ValueError(f"{what} reads the calibration data after calibration has: pass a list "
                          "(or another re-iterable), not an iterator or generator")
+
+
+def data_stage_pass(name: str, stage, dataset: Optional[Iterable],
+                    config: Optional[QConfig] = None):
+    """``stage(mod, dataset, config)`` (a ``maybe_*`` step after calibration, the identity when
+    its QConfig field is off) as a tvm.transform module pass called ``name``."""
+    config = config or QConfig()
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        return stage(mod, dataset, config)
+
+    return _pass
+
+
+def walk_calibration_data(mod, dataset, config: QConfig, walker_type, what: str,
+                          reset: Callable[[QuantState], None]):
+    """Run a ``SideBySide`` walker (``walker_type(mod, ctx)``) over the calibration data again,
+    after calibration: ``reset`` clears the state fields the walk fills (the layer plan reads
+    them as they grow). Returns (state, walker); the caller stores the walker's rows."""
+    require_reiterable(dataset, what)
     state = get_state(mod)
     reset(state)
     ctx = RealizeContext(config, state)

@@ -27,7 +27,7 @@ from .. import qmath
 from ..config import QConfig
 from ..points import get_state, set_state
 from .calibration import ACTIVATION_KINDS
-from .interpret import SideBySide
+from .interpret import SideBySide, data_stage_pass, require_reiterable
 from .realize.plan import RealizeContext, collect_constants, plan_constant, plan_layers
 
 RAISED_BITS = 16
@@ -68,9 +68,7 @@ def raise_precision(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
     16 bits (``QuantState.activation_bits``, with 16-bit scales), the measurement in
     ``QuantState.precision``. ``gain_cache``: a dict shared by calls on the same calibrated
     module (filled on the first call), so that several budgets cost one measurement."""
-    if dataset is None or iter(dataset) is dataset:
-        raise ValueError("precision_budget measures on the calibration data after calibration "
-                         "has read it: pass a list (or another re-iterable)")
+    require_reiterable(dataset, "precision_budget")
     state = get_state(mod)
     state.activation_bits = {}
     points = _activation_points(state)
@@ -117,10 +115,4 @@ def maybe_raise(mod: tvm.IRModule, dataset: Optional[Iterable], config: QConfig,
 
 def RaisePrecision(dataset: Optional[Iterable], config: Optional[QConfig] = None):  # pylint: disable=invalid-name
     """raise_precision as a tvm.transform pass (identity unless a precision budget is set)."""
-    config = config or QConfig()
-
-    @tvm.transform.module_pass(opt_level=0, name="RaisePrecision")
-    def _pass(mod, _ctx):
-        return maybe_raise(mod, dataset, config)
-
-    return _pass
+    return data_stage_pass("RaisePrecision", maybe_raise, dataset, config)
