@@ -78,16 +78,13 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
     piece = max(d for d in range(1, min(ow, VECTOR_LANES) + 1) if ow % d == 0)
     x_outer, x_inner = sch.split(x, [None, piece])
     sch.compute_at(acc_block, x_outer)
-    if pt == pl == pb == pr == 0:
-        # nothing to pad (ResNet v2's pre-activation BNs are 1x1 depthwise convs): the taps
-        # read the input directly instead of a copy of every plane
-        sch.compute_inline(pad_block)
-    else:
+    if any((pt, pl, pb, pr)):
         sch.compute_at(pad_block, channel)
+        sch.vectorize(sch.get_loops(pad_block)[-1])
+    else:  # nothing to pad: the taps read the input directly instead of a copy of every plane
+        sch.compute_inline(pad_block)
     sch.vectorize(x_inner)
     sch.vectorize(sch.get_loops(acc_block)[-1])
-    if pt or pl or pb or pr:
-        sch.vectorize(sch.get_loops(pad_block)[-1])
     func = sch.mod["main"].without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
 

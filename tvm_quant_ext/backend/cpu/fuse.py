@@ -74,7 +74,7 @@ class FuseOptions:
     output_packed: bool = False
 
 
-def _int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
+def int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
     data, weight = call.args[0], call.args[1]
     data_dtype = str(data.ty.dtype)
     if data_dtype not in ("int8", "uint8") or not is_const(weight):
@@ -84,7 +84,7 @@ def _int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
     return data_dtype, const_value(weight)
 
 
-def _nchw(attrs) -> bool:
+def nchw_layouts(attrs) -> bool:
     return (str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "OIHW"
             and str(attrs.out_layout or attrs.data_layout) == "NCHW")
 
@@ -92,14 +92,14 @@ def _nchw(attrs) -> bool:
 def on_vnni_conv(call: relax.Call, options: FuseOptions) -> bool:
     """Whether ``call`` runs on the VNNI conv2d kernel (the only one that links packed)."""
     return (options.vnni and op_name(call) == "relax.nn.conv2d"
-            and _int8_operands(call) is not None and _nchw(call.attrs)
+            and int8_operands(call) is not None and nchw_layouts(call.attrs)
             and int(call.attrs.groups) == 1)
 
 
 @register_layer("relax.nn.conv2d")
 def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
-    operands = _int8_operands(call)
-    if operands is None or not _nchw(call.attrs):
+    operands = int8_operands(call)
+    if operands is None or not nchw_layouts(call.attrs):
         return None
     data_dtype, weight = operands
     a = call.attrs
@@ -127,7 +127,7 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
 
 @register_layer("relax.matmul")
 def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
-    operands = _int8_operands(call)
+    operands = int8_operands(call)
     if operands is None or not options.vnni:
         return None
     data_dtype, weight = operands

@@ -13,22 +13,19 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ...graph import const_value, is_const, op_name
+from ...graph import const_value, op_name
+from .fuse import int8_operands, nchw_layouts
 
 
 def _pointwise(call) -> bool:
-    if op_name(call) != "relax.nn.conv2d" or not is_const(call.args[1]):
+    if op_name(call) != "relax.nn.conv2d" or int8_operands(call) is None:
         return False
     a = call.attrs
-    data, weight = call.args[0], call.args[1]
-    shape = [int(d) for d in data.ty.shape]
-    w_shape = [int(d) for d in weight.ty.shape]
-    return (len(shape) == 4 and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW"
-            and str(a.out_layout or a.data_layout) == "NCHW"
-            and int(a.groups) == shape[1] == w_shape[0] and w_shape[1:] == [1, 1, 1]
-            and all(int(s) == 1 for s in a.strides) and all(int(p) == 0 for p in a.padding)
-            and str(data.ty.dtype) in ("int8", "uint8") and str(weight.ty.dtype) == "int8"
-            and str(call.ty.dtype) == "int32")
+    channels = int(call.args[0].ty.shape[1])
+    w_shape = [int(d) for d in call.args[1].ty.shape]
+    return (nchw_layouts(a) and int(a.groups) == channels == w_shape[0]
+            and w_shape[1:] == [1, 1, 1] and all(int(s) == 1 for s in a.strides)
+            and all(int(p) == 0 for p in a.padding))
 
 
 @relax.expr_functor.mutator

@@ -149,14 +149,12 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
              for i, a in enumerate(epilogue.tensor_operands())]
 
-    def pack_packed(i, ci, y, x, j):
+    def pad_packed(i, ci, y, x, j):  # the input is packed already: only the border to add
         inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl)
         return tvm.tirx.if_then_else(inside, data[i, ci, y - pt, x - pl, j],
                                      tvm.tirx.const(shift, "uint8"))
 
     def pack(i, ci, y, x, j):
-        if input_packed:
-            return pack_packed(i, ci, y, x, j)
         ch = ci * GROUP + j
         inside = tvm.tirx.all(ch < c, y >= pt, y < h + pt, x >= pl, x < w + pl)
         value = data[i, te.min(ch, c - 1), y - pt, x - pl]
@@ -168,7 +166,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     if reads_input:  # already packed, nothing to pad: the reduction reads the input itself
         packed = data
     else:
-        packed = te.compute((n, cb, hp, wp, GROUP), pack, name="data_packed")
+        packed = te.compute((n, cb, hp, wp, GROUP), pad_packed if input_packed else pack,
+                            name="data_packed")
     rc = te.reduce_axis((0, cb), "rc")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
