@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         precision = row.report.precision or {}
         raised = precision.get("raised", [])
         record = {"budget": config.precision_budget, "mode": config.mode,
-                  "points": precision.get("points"), "raised": raised,
+                  "layers": precision.get("layers"), "raised": raised,
                   "snr_all_quantized_measure_db": precision.get("snr_all_quantized_db"),
                   "snr_raised_measure_db": precision.get("snr_raised_db"),
                   "measured_batches": precision.get("measured_batches"),

@@ -252,8 +252,9 @@ def test_bad_values_are_clear_errors():
         QConfig.preset("accurate", bias_corection=True)
     with pytest.raises(ValueError, match="precision_budget"):
         QConfig(precision_budget=1.5)
-    with pytest.raises(ValueError, match="already is"):
-        QConfig(precision_budget=0.1, nbit_input=16, nbit_activation=64)
+    with pytest.raises(ValueError, match="already are"):
+        QConfig(precision_budget=0.1, nbit_input=16, nbit_weight=16, nbit_activation=64)
+    QConfig(precision_budget=0.1, nbit_input=16, nbit_activation=64)  # weights can still be raised
     with pytest.raises(TypeError, match="precision_budget"):
         QConfig(precision_budget="10%")
 
@@ -285,10 +286,13 @@ def test_precision_budget_raises_the_most_sensitive_points():
         snr[budget] = qmath.snr_db(np.stack([ref(x) for x in test]), np.stack([model(x) for x in test]))
     precision = reports[0.5].precision
     raised = [pid for pid, _bits, _gain in precision["raised"]]
-    assert 1 <= len(raised) <= 3  # at most half of the 6 activation points
+    layers = [row["id"] for row in reports[0.5].points if row["kind"] == "WEIGHT"]
+    assert precision["layers"] == len(layers) == 4
+    assert len(raised) == 2  # floor(0.5 * 4 layers); activations and weights compete
     gains = precision["gain_db"]
+    assert set(gains) >= set(layers) and len(gains) == precision["candidates"] > len(layers)
     assert all(gains[r] >= max(g for p, g in gains.items() if p not in raised) for r in raised)
-    bits = {row["id"]: row["bits"] for row in reports[0.5].points if row["kind"] in ("INPUT", "ACTIVATION")}
+    bits = {row["id"]: row["bits"] for row in reports[0.5].points if row["kind"] != "BIAS"}
     assert {p for p, b in bits.items() if b == 16} == set(raised)
     assert snr[0.5] > snr[0.0]
     assert reports[0.0].precision is None
@@ -324,7 +328,44 @@ def test_precision_gains_are_measured_once_for_every_budget(monkeypatch):
     assert reports[0.2]["gain_db"] == reports[0.5]["gain_db"]
     raised = {b: [p for p, _bits, _g in r["raised"]] for b, r in reports.items()}
     assert raised[0.2] == raised[0.5][:len(raised[0.2])] and len(raised[0.5]) >= len(raised[0.2])
-    assert reports[0.5]["snr_raised_db"] is not None and reports[0.5]["measured_batches"] == 2
+    # batches of one image: the first SENSITIVITY_IMAGES of the 4 there are, i.e. all 4
+    assert reports[0.5]["snr_raised_db"] is not None and reports[0.5]["measured_batches"] == 4
+
+
+def test_a_layer_raised_to_16_bit_weights_is_finer_matches_simulate_and_is_not_rounded_adaptively():
+    from tvm_quant_ext.points import set_state
+    mod, params = tiny_resnet()
+    config = QConfig(activation_symmetric=False, weight_rounding="adaround", adaround_iterations=20)
+    calib = _data((1, 3, 16, 16), 6, 0)
+    calibrated = passes.calibrate(passes.annotate(passes.prepare(mod, params, config), config),
+                                  calib, config)
+    raised = "block_conv1.weight"
+    state = get_state(calibrated)
+    state.weight_bits = {raised: 16}
+    rounded = passes.maybe_round(set_state(calibrated, state), calib, config)
+    rounded_state = get_state(rounded)
+    assert raised not in rounded_state.weight_rounding and "block_conv2.weight" in rounded_state.weight_rounding
+
+    ctx = {}
+    for name, module in (("8", calibrated), ("16", rounded)):
+        ctx[name] = RealizeContext(config, get_state(module))
+        collect_constants(module, ctx[name])
+        plan_layers(ctx[name])
+    weight = ctx["16"].weights[raised].astype(np.float64)
+    errors = {}
+    for name in ctx:
+        plan = ctx[name].plans[raised]
+        errors[name] = np.abs(qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=0) - weight).max()
+    assert np.abs(ctx["16"].plans[raised].weight_codes).max() > 127
+    assert errors["16"] < errors["8"] / 200
+
+    integer_mod = passes.realize(rounded, config.replace(mode="integer"))
+    weight_dtypes = {str(b.value.args[1].ty.dtype) for b in bindings(integer_mod["main"])
+                     if op_name(b.value) == "relax.nn.conv2d"}
+    assert "int16" in weight_dtypes and "int8" in weight_dtypes
+    report = {row["id"]: row["bits"] for row in tq.get_report(passes.realize(rounded, config)).points}
+    assert report[raised] == 16 and report["block_conv2.weight"] == 8
+    assert_integer_within_one_lsb(rounded, config, _data((1, 3, 16, 16), 3, 5, scale=2.0))
 
 
 def test_residual_add_of_a_16_bit_and_an_8_bit_operand_matches_simulate():

@@ -53,9 +53,11 @@ class QuantState:
     # and one report row per rounded layer
     weight_rounding: Dict[str, Dict[str, object]] = field(default_factory=dict)
     weight_rounding_rows: List[Dict[str, object]] = field(default_factory=list)
-    # activation points raised above QConfig.nbit_input (QConfig.precision_budget): id -> bits,
-    # and the sensitivity measurement that chose them
+    # points raised by QConfig.precision_budget: activation points above QConfig.nbit_input
+    # and WEIGHT points above QConfig.nbit_weight (id -> bits), and the sensitivity
+    # measurement that chose them
     activation_bits: Dict[str, int] = field(default_factory=dict)
+    weight_bits: Dict[str, int] = field(default_factory=dict)
     precision: Optional[Dict[str, object]] = None
     # what cross-layer equalization did in prepare (pairs, skipped pairs, rounds), if it ran
     equalization: Optional[Dict[str, object]] = None

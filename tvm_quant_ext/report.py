@@ -19,8 +19,7 @@ def _scale_repr(scale) -> object:
 
 
 def _activation_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dict:
-    return {"bits": state.activation_bits.get(pid, config.nbit_input),
-            "scale": state.activation_scales[pid],
+    return {"scale": state.activation_scales[pid],
             "zero_point": state.activation_zero_points.get(pid, 0),
             "calibrator": state.calibration.get("calibrators", {}).get(pid, config.calibrate_mode)}
 
@@ -39,12 +38,12 @@ def _bias_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dic
     return row
 
 
-# point kind -> (its bit width in the config, the kind's own report fields)
+# point kind -> (its bit width: config, state, point id -> bits; the kind's own report fields)
 _KIND_ROWS = {
-    QKind.INPUT.value: (lambda c: c.nbit_input, _activation_row),
-    QKind.ACTIVATION.value: (lambda c: c.nbit_input, _activation_row),
-    QKind.WEIGHT.value: (lambda c: c.nbit_weight, _weight_row),
-    QKind.BIAS.value: (lambda c: c.nbit_bias, _bias_row),
+    QKind.INPUT.value: (lambda c, s, pid: s.activation_bits.get(pid, c.nbit_input), _activation_row),
+    QKind.ACTIVATION.value: (lambda c, s, pid: s.activation_bits.get(pid, c.nbit_input), _activation_row),
+    QKind.WEIGHT.value: (lambda c, s, pid: s.weight_bits.get(pid, c.nbit_weight), _weight_row),
+    QKind.BIAS.value: (lambda c, s, pid: c.nbit_bias, _bias_row),
 }
 
 
@@ -52,7 +51,7 @@ def build_report(config: QConfig, state: QuantState, plans, adjustments) -> dict
     rows = []
     for pid, point in state.points.items():
         bits, fields = _KIND_ROWS[point.kind]
-        row = {"id": pid, "kind": point.kind, "bits": bits(config), "layer": point.layer,
+        row = {"id": pid, "kind": point.kind, "bits": bits(config, state, pid), "layer": point.layer,
                "tensor": point.tensor}
         row.update(fields(config, state, plans, pid, point))
         rows.append(row)
@@ -128,7 +127,8 @@ class QuantReport:
         if self.precision is not None:
             raised = self.precision["raised"]
             together = self.precision.get("snr_raised_db")
-            lines.append(f"16-bit activations: {len(raised)} of {self.precision['points']} points"
+            lines.append(f"16-bit points (activations or a layer's weights): {len(raised)}, "
+                         f"budget {self.precision['budget']} of {self.precision['layers']} layers"
                          + (" (" + ", ".join(f"{p} +{g:.2f} dB" for p, _, g in raised[:5])
                             + (", ..." if len(raised) > 5 else "") + ")" if raised else "")
                          + (f"; together {self.precision['snr_all_quantized_db']:.2f} -> "

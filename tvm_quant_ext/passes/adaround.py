@@ -106,6 +106,8 @@ class _Rounding(SideBySide):
         self.rows = []
 
     def weight_layer(self, var, call, rule, point: QPoint, batches: int):
+        if point.id in self.state.weight_bits:  # raised to 16 bits: nearest is within 2^-8 LSB
+            return super().weight_layer(var, call, rule, point, batches)
         op = op_name(call)
         if op not in ROW_RULES:
             raise GraphError(f"{point.layer}: adaround has no row rule for {op} (register one "

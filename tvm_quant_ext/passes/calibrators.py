@@ -7,7 +7,7 @@ here from the weight itself (``weight_scale_for``), for realize's layer plan.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -64,19 +64,22 @@ def least_error(errors: Dict[str, float]) -> str:
     return min(errors, key=lambda name: (errors[name], order.index(name)))
 
 
-def weight_scale_for(config: QConfig, point, weight: np.ndarray, calibrator: str) -> Tuple[np.ndarray, str]:
-    """Weight scale (per output channel when ``per_channel``) from ``calibrator``; ``auto``
-    tries every calibrator on the weight itself and keeps the smallest quantization error."""
+def weight_scale_for(config: QConfig, point, weight: np.ndarray, calibrator: str,
+                     nbit: Optional[int] = None) -> Tuple[np.ndarray, str]:
+    """Weight scale (per output channel when ``per_channel``) from ``calibrator`` for ``nbit``-bit
+    codes (default ``config.nbit_weight``); ``auto`` tries every calibrator on the weight itself
+    and keeps the smallest quantization error."""
+    nbit = config.nbit_weight if nbit is None else nbit
     axis = point.axis if config.per_channel else None
     holder_name = "kl" if calibrator == AUTO else calibrator  # auto needs the histogram
     observer = make_observer(holder_name, point=point.id, axis=axis, **observer_kwargs(holder_name, config))
     observer.observe(weight)
     if calibrator == AUTO:
         errors = {}
-        for name, (scale, _) in candidate_qparams(observer, config, config.nbit_weight, True).items():
-            quantized = qmath.fake_quant(weight, scale, config.nbit_weight, axis=axis)
+        for name, (scale, _) in candidate_qparams(observer, config, nbit, True).items():
+            quantized = qmath.fake_quant(weight, scale, nbit, axis=axis)
             errors[name] = float(np.sum((weight - quantized) ** 2))
         calibrator = least_error(errors)
         observer = observer.as_calibrator(calibrator, **observer_kwargs(calibrator, config))
-    scale = np.asarray(observer.compute_scale(config.nbit_weight), np.float64)
+    scale = np.asarray(observer.compute_scale(nbit), np.float64)
     return np.broadcast_to(scale, (weight.shape[point.axis],)).copy(), calibrator

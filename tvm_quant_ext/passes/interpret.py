@@ -160,7 +160,7 @@ class SideBySide:
         self.func = mod["main"]
         self.state, self.config, self.constant = state, config, constant
         self.values: Dict[relax.Var, Tuple[Value, Value]] = {}
-        self.float_points: set = set()  # activation points left unquantized (sensitivity runs)
+        self.float_points: set = set()  # activation/WEIGHT points left unquantized (sensitivity runs)
         self.bias_marker: Dict[relax.Var, QPoint] = {}
         self.weight_marker: Dict[relax.Var, QPoint] = {}
 
@@ -265,6 +265,8 @@ class SideBySide:
         if kind in (QKind.WEIGHT.value, QKind.BIAS.value):
             marked = self.bias_marker if kind == QKind.BIAS.value else self.weight_marker
             marked[var] = point
+            if point_id in self.float_points:
+                return float_value, float_value
             quant = torch.as_tensor(self.constant(point).reshape(tuple(float_value.shape)), dtype=DTYPE)
             return float_value, quant
         scale = self.state.activation_scales[point_id]

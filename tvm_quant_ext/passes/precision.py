@@ -1,19 +1,25 @@
-"""Measured mixed precision: the activation points whose quantization costs the output most are
-raised to 16-bit codes, as many as ``QConfig.precision_budget`` (a fraction of the
-INPUT/ACTIVATION points, rounded down) allows.
+"""Measured mixed precision: the quantization points whose rounding costs the output most are
+raised to 16 bits, as many as ``QConfig.precision_budget`` allows. Two kinds of point compete:
+an INPUT/ACTIVATION point (16-bit codes between layers) and a WEIGHT point (one layer's weights
+as 16-bit codes). The budget is a fraction of the model's layers (conv/dense, one WEIGHT point
+each), rounded down; each raised point counts as one layer.
 
 Gain of a point = the output SNR gained by raising that point alone while every other point
-(and every weight) stays quantized -- a gain over the all-quantized model, not a loss against
-the float one. It is measured with the torch interpreter (``interpret.SideBySide``) on the
-first ``SENSITIVITY_BATCHES`` calibration batches, the raised point taken as float (16-bit
-codes are 2^8 times finer: their noise is 48 dB below the 8-bit noise): one run per point, so
-the cost grows with the number of points, not with the data. Gains depend only on the
-calibration, so one measurement serves every budget (``gain_cache``). The points are taken in
-order of their single gains (gains are not additive); the chosen set is then measured together
-once more, and that cumulative SNR is in the report beside each point's single gain.
+stays quantized -- a gain over the all-quantized model, not a loss against the float one. It is
+measured with the torch interpreter (``interpret.SideBySide``) on the first calibration images
+(at least ``SENSITIVITY_IMAGES`` of them, at least ``SENSITIVITY_BATCHES`` batches), the raised
+point taken as float (16-bit codes are 2^8 times finer: their noise is 48 dB below the 8-bit
+noise): one run per point, so the cost grows with the number of points, not with the data.
+Gains depend only on the calibration, so one measurement serves every budget (``gain_cache``).
+The points are taken in order of their single gains (gains are not additive); the chosen set is
+then measured together once more, and that cumulative SNR is in the report beside each point's
+single gain.
 
-The raised points keep their calibrated range at 16 bits (``qmath.widen_qparams``); int16 codes
-then feed int32/int64 accumulators (integer mode) exactly as with ``nbit_input=16`` everywhere.
+A raised activation point keeps its calibrated range at 16 bits (``qmath.widen_qparams``); a
+raised WEIGHT point gets its weight calibrator's scale for 16-bit codes (the layer plan reads
+``QuantState.weight_bits``) and its bias is still quantized at s_in*s_w. Integer mode then
+accumulates in int64 where int32 could overflow, as with ``nbit_input=16`` everywhere.
+Adaptive rounding leaves a raised layer at round-to-nearest: at 16 bits there is nothing to learn.
 """
 from __future__ import annotations
 
@@ -21,16 +27,18 @@ import itertools
 import math
 from typing import Dict, Iterable, List, Optional
 
+import numpy as np
 import tvm
 
 from .. import qmath
-from ..config import QConfig
+from ..config import QConfig, QKind
 from ..points import get_state, set_state
 from .calibration import ACTIVATION_KINDS
 from .interpret import SideBySide, data_stage_pass, require_reiterable
 from .realize.plan import RealizeContext, collect_constants, plan_constant, plan_layers
 
 RAISED_BITS = 16
+SENSITIVITY_IMAGES = 8
 SENSITIVITY_BATCHES = 2
 
 
@@ -51,34 +59,55 @@ def measure_gains(mod: tvm.IRModule, sample: list, config: QConfig) -> Dict[str,
     walker = SideBySide(mod, state, config, lambda point: plan_constant(ctx.plans, point))
     base = _snr(walker.run(sample))
     gains = {}
-    for pid in _activation_points(state):
+    for pid in candidate_points(state, config):
         walker.float_points = {pid}
         gains[pid] = _snr(walker.run(sample)) - base
     walker.float_points = set()
     return {"base": base, "gains": gains, "walker": walker}
 
 
-def _activation_points(state) -> List[str]:
-    return [pid for pid, p in state.points.items() if p.kind in ACTIVATION_KINDS]
+def _layer_points(state) -> List[str]:
+    return [pid for pid, p in state.points.items() if p.kind == QKind.WEIGHT.value]
+
+
+def candidate_points(state, config: QConfig) -> List[str]:
+    """The points a budget may raise: activation points below 16 bits, then WEIGHT points
+    below 16 bits."""
+    activations = [pid for pid, p in state.points.items() if p.kind in ACTIVATION_KINDS]
+    return ((activations if config.nbit_input < RAISED_BITS else [])
+            + (_layer_points(state) if config.nbit_weight < RAISED_BITS else []))
+
+
+def _first_images(dataset: Iterable) -> list:
+    """The first batches of ``dataset``: SENSITIVITY_BATCHES of them, more while they hold
+    fewer than SENSITIVITY_IMAGES images."""
+    sample, images = [], 0
+    for item in dataset:
+        if len(sample) >= SENSITIVITY_BATCHES and images >= SENSITIVITY_IMAGES:
+            break
+        sample.append(item)
+        first = next(iter(item.values())) if isinstance(item, dict) else item
+        images += int(np.shape(first)[0]) if np.ndim(first) else 1
+    return sample
 
 
 def raise_precision(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
                     gain_cache: Optional[dict] = None) -> tvm.IRModule:
-    """A calibrated module -> the same module with its most sensitive activation points at
-    16 bits (``QuantState.activation_bits``, with 16-bit scales), the measurement in
-    ``QuantState.precision``. ``gain_cache``: a dict shared by calls on the same calibrated
-    module (filled on the first call), so that several budgets cost one measurement."""
+    """A calibrated module -> the same module with its most sensitive points at 16 bits
+    (``QuantState.activation_bits`` with 16-bit scales, ``QuantState.weight_bits``), the
+    measurement in ``QuantState.precision``. ``gain_cache``: a dict shared by calls on the same
+    calibrated module (filled on the first call), so that several budgets cost one measurement."""
     require_reiterable(dataset, "precision_budget")
     state = get_state(mod)
-    state.activation_bits = {}
-    points = _activation_points(state)
-    budget = int(math.floor(config.precision_budget * len(points) + 1e-9))
-    sample = list(itertools.islice(iter(dataset), SENSITIVITY_BATCHES))
+    state.activation_bits, state.weight_bits = {}, {}
+    layers = len(_layer_points(state))
+    budget = int(math.floor(config.precision_budget * layers + 1e-9))
+    sample = _first_images(dataset)
     cache = gain_cache if gain_cache is not None else {}
     if "gains" not in cache:
         cache.update(measure_gains(mod, sample, config))
     base, gains = cache["base"], cache["gains"]
-    chosen = [pid for pid in sorted(points, key=lambda p: -gains[p])[:budget] if gains[pid] > 0]
+    chosen = [pid for pid in sorted(gains, key=lambda p: -gains[p])[:budget] if gains[pid] > 0]
     together = None
     if chosen:
         walker = cache["walker"]
@@ -86,13 +115,17 @@ def raise_precision(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
         together = _snr(walker.run(sample))
         walker.float_points = set()
     for pid in chosen:
+        if state.points[pid].kind == QKind.WEIGHT.value:
+            state.weight_bits[pid] = RAISED_BITS
+            continue
         scale, zero_point = qmath.widen_qparams(
             state.activation_scales[pid], state.activation_zero_points.get(pid, 0),
             config.nbit_input, RAISED_BITS, config.activation_symmetric)
         state.activation_scales[pid] = scale
         state.activation_zero_points[pid] = zero_point
         state.activation_bits[pid] = RAISED_BITS
-    state.precision = {"budget": config.precision_budget, "points": len(points),
+    state.precision = {"budget": config.precision_budget, "layers": layers,
+                       "candidates": len(gains),
                        "raised": [[pid, RAISED_BITS, round(gains[pid], 3)] for pid in chosen],
                        "snr_all_quantized_db": round(base, 3),
                        "snr_raised_db": None if together is None else round(together, 3),

@@ -85,7 +85,8 @@ def plan_layer(ctx: RealizeContext, pid: str, calibrator: str) -> LayerPlan:
     scale s_in*s_w the correction survives (an 8-bit bias would round it away)."""
     config, point = ctx.config, ctx.state.points[pid]
     weight = ctx.weights[pid].astype(np.float64)
-    scale, calibrator = weight_scale_for(config, point, weight, calibrator)
+    nbit = weight_bits(config, ctx.state, pid)
+    scale, calibrator = weight_scale_for(config, point, weight, calibrator, nbit)
     absmax = _channel_absmax(weight, point.axis)
     bias_quant = None
     bias_point = bias_points(ctx.state).get(pid)
@@ -103,10 +104,10 @@ def plan_layer(ctx: RealizeContext, pid: str, calibrator: str) -> LayerPlan:
             relay8_scale_mode=config.weight_scale, layer=point.layer)
         scale = bias_quant.weight_scale
     zeroed = bias_quant.zeroed if bias_quant is not None else np.zeros(len(scale), bool)
-    codes = qmath.quantize(weight, scale, config.nbit_weight, axis=point.axis)
+    codes = qmath.quantize(weight, scale, nbit, axis=point.axis)
     learned = ctx.state.weight_rounding.get(pid)
     if learned is not None and config.weight_rounding == "adaround":
-        codes = _learned_codes(weight, scale, codes, learned, config.nbit_weight, point.axis)
+        codes = _learned_codes(weight, scale, codes, learned, nbit, point.axis)
     if zeroed.any():
         index = [slice(None)] * weight.ndim
         index[point.axis] = zeroed
@@ -140,6 +141,11 @@ def plan_constant(plans: Dict[str, LayerPlan], point) -> np.ndarray:
 def point_bits(config: QConfig, state: QuantState, point_id: str) -> int:
     """Bits of an activation point: QConfig.nbit_input unless raised (precision_budget)."""
     return state.activation_bits.get(point_id, config.nbit_input)
+
+
+def weight_bits(config: QConfig, state: QuantState, point_id: str) -> int:
+    """Bits of a WEIGHT point's codes: QConfig.nbit_weight unless raised (precision_budget)."""
+    return state.weight_bits.get(point_id, config.nbit_weight)
 
 
 def scalar(value: float, dtype="float32"):
