@@ -3,7 +3,7 @@ Runtime's quantize_static, on the zoo models, in one run.
 
     python scripts/accuracy_table.py [--models efficientnet_lite0 mnist_cnn fashion_resnet_v2]
                                      [--limit N] [--fashion-limit 3000]
-                                     [--grid techniques|adaround] [--only TEXT ...]
+                                     [--grid techniques|adaround|budget] [--only TEXT ...]
                                      [--no-onnxruntime] [--no-high-bias-absorption]
 
 ``--only`` keeps the rows whose label contains one of the TEXTs (e.g. "per-tensor, sym,
@@ -25,6 +25,9 @@ have no ONNX Runtime row. "quantize s" is the time of prepare + calibrate + bias
 first row of each calibration carries it). Writes docs/accuracy.md and docs/accuracy.json.
 ``--grid adaround``: the adaptive-rounding rows instead (same protocol, no ONNX Runtime rows),
 written to accuracy_adaround.json and printed for accuracy.md's "Adaptive rounding" section;
+``--grid budget``: the mixed-precision rows (per-channel, asymmetric activations,
+``precision_budget=0.1`` with and without adaptive rounding and bias correction, ONNX Runtime's
+rows beside them), written to accuracy_budget.json and printed for accuracy.md's section.
 ``--only``: just the rows whose label contains one of the texts.
 """
 from __future__ import annotations
@@ -51,15 +54,27 @@ TECHNIQUES = {"none": {}, "bias correction": {"bias_correction": True},
               "adaround + bias correction": {"weight_rounding": "adaround", "bias_correction": True},
               "equalize + adaround": {"equalize": True, "weight_rounding": "adaround"},
               "equalize + adaround + bias correction": {"equalize": True, "weight_rounding": "adaround",
-                                                        "bias_correction": True}}
-# --grid: which rows to run (the adaptive-rounding rows are their own section of accuracy.md)
-GRIDS = ("techniques", "adaround")
+                                                        "bias_correction": True},
+              "budget 0.1": {"precision_budget": 0.1},
+              "bias correction + budget 0.1": {"bias_correction": True, "precision_budget": 0.1},
+              "adaround + budget 0.1": {"weight_rounding": "adaround", "precision_budget": 0.1},
+              "adaround + bias correction + budget 0.1": {"weight_rounding": "adaround",
+                                                          "bias_correction": True,
+                                                          "precision_budget": 0.1}}
+# --grid: which rows to run (the adaptive-rounding and the mixed-precision rows are their own
+# sections of accuracy.md)
+GRIDS = ("techniques", "adaround", "budget")
 
 
 def our_configs(short: bool, grid_name: str = "techniques"):
     """(label, QConfig): the techniques alone and combined, per-channel and per-tensor weights,
     symmetric and asymmetric activations. ``short`` (the small models, where there is little
     to win): per-channel only. ``grid_name="adaround"``: the adaptive-rounding rows instead."""
+    if grid_name == "budget":
+        return _labelled([(True, False, "adaround"), (True, False, "budget 0.1"),
+                          (True, False, "bias correction + budget 0.1"),
+                          (True, False, "adaround + budget 0.1"),
+                          (True, False, "adaround + bias correction + budget 0.1")])
     if grid_name == "adaround":
         grid = [(True, True, "adaround"), (True, True, "adaround + bias correction"),
                 (True, False, "adaround"), (True, False, "adaround + bias correction")]
@@ -260,7 +275,7 @@ def main(argv=None) -> int:
         start = time.time()
         limit = args.fashion_limit if name.startswith("fashion") else args.limit
         records, ort = measure(name, limit, log, args.grid,
-                               with_ort=args.grid == "techniques" and not args.no_onnxruntime,
+                               with_ort=args.grid != "adaround" and not args.no_onnxruntime,
                                only=args.only)
         seconds = time.time() - start
         sections.append(section(name, records, ort) + f"\n\n({seconds:.0f} s on 2 shared cores)")

@@ -14,8 +14,8 @@ neighbour); ``--rounds`` rounds of ``--runs`` timed runs each (after one untimed
 block), ``--threads`` threads for every runtime.
 
 Rows: tvm_quant_ext int8 (``QConfig(mode="integer")``, ``build`` on the VNNI kernels, untuned),
-tvm_quant_ext int8 with 16-bit points (``tvm_int8_mixed``: asymmetric activations, bias
-correction, ``precision_budget=0.1``; the latency cost of its int16 codes), TVM fp32 (untuned, a reference), ONNX Runtime fp32 and int8 in all four ``quantize_static`` forms
+tvm_quant_ext int8 with 16-bit points (``tvm_int8_mixed``: asymmetric activations,
+``precision_budget=0.1``; the latency cost of its int16 codes and 16-bit weights), TVM fp32 (untuned, a reference), ONNX Runtime fp32 and int8 in all four ``quantize_static`` forms
 (QDQ / QOperator x S8S8 / U8S8 activations, per-channel int8 weights; the fastest is marked),
 OpenVINO fp32 (``INFERENCE_PRECISION_HINT=f32``), OpenVINO's default hint (bf16 on a CPU with
 AVX512_BF16) and OpenVINO int8 (``nncf.quantize``). Every quantizer gets the same calibration
@@ -49,7 +49,7 @@ DEFAULT_MODELS = ("efficientnet_lite0", "resnet50_v2", "mobilenet_v2", "mnist_cn
 # (key, label, short name, worker module, spec, int8, peer)
 ROWS = [
     ("tvm_int8", "tvm_quant_ext int8 (VNNI kernels, untuned)", "tvm int8", "tvm", {"precision": "int8"}, True, False),
-    ("tvm_int8_mixed", "tvm_quant_ext int8 + 16-bit points (asym, bias correction, precision_budget 0.1; untuned)",
+    ("tvm_int8_mixed", "tvm_quant_ext int8 + 16-bit points (asym, precision_budget 0.1; untuned)",
      "tvm int8 mixed", "tvm", {"precision": "int8_mixed"}, True, False),
     ("tvm_fp32", "TVM fp32 (untuned, reference)", "tvm fp32", "tvm", {"precision": "fp32"}, False, False),
     ("ort_fp32", "ONNX Runtime fp32", "ort fp32", "ort", {}, False, True),

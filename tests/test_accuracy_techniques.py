@@ -293,7 +293,7 @@ def test_precision_budget_raises_the_most_sensitive_points():
     assert set(gains) >= set(layers) and len(gains) == precision["candidates"] > len(layers)
     assert all(gains[r] >= max(g for p, g in gains.items() if p not in raised) for r in raised)
     bits = {row["id"]: row["bits"] for row in reports[0.5].points if row["kind"] != "BIAS"}
-    assert {p for p, b in bits.items() if b == 16} == set(raised)
+    assert {p for p, b in bits.items() if b > 8} == set(raised)
     assert snr[0.5] > snr[0.0]
     assert reports[0.0].precision is None
 
@@ -332,7 +332,7 @@ def test_precision_gains_are_measured_once_for_every_budget(monkeypatch):
     assert reports[0.5]["snr_raised_db"] is not None and reports[0.5]["measured_batches"] == 4
 
 
-def test_a_layer_raised_to_16_bit_weights_is_finer_matches_simulate_and_is_not_rounded_adaptively():
+def test_a_layer_raised_to_15_bit_weights_is_finer_matches_simulate_and_is_not_rounded_adaptively():
     from tvm_quant_ext.points import set_state
     mod, params = tiny_resnet()
     config = QConfig(activation_symmetric=False, weight_rounding="adaround", adaround_iterations=20)
@@ -341,30 +341,30 @@ def test_a_layer_raised_to_16_bit_weights_is_finer_matches_simulate_and_is_not_r
                                   calib, config)
     raised = "block_conv1.weight"
     state = get_state(calibrated)
-    state.weight_bits = {raised: 16}
+    state.weight_bits = {raised: 15}
     rounded = passes.maybe_round(set_state(calibrated, state), calib, config)
     rounded_state = get_state(rounded)
     assert raised not in rounded_state.weight_rounding and "block_conv2.weight" in rounded_state.weight_rounding
 
     ctx = {}
-    for name, module in (("8", calibrated), ("16", rounded)):
+    for name, module in (("8", calibrated), ("15", rounded)):
         ctx[name] = RealizeContext(config, get_state(module))
         collect_constants(module, ctx[name])
         plan_layers(ctx[name])
-    weight = ctx["16"].weights[raised].astype(np.float64)
+    weight = ctx["15"].weights[raised].astype(np.float64)
     errors = {}
     for name in ctx:
         plan = ctx[name].plans[raised]
         errors[name] = np.abs(qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=0) - weight).max()
-    assert np.abs(ctx["16"].plans[raised].weight_codes).max() > 127
-    assert errors["16"] < errors["8"] / 200
+    assert 127 < np.abs(ctx["15"].plans[raised].weight_codes).max() <= 2 ** 14 - 1
+    assert errors["15"] < errors["8"] / 100
 
     integer_mod = passes.realize(rounded, config.replace(mode="integer"))
     weight_dtypes = {str(b.value.args[1].ty.dtype) for b in bindings(integer_mod["main"])
                      if op_name(b.value) == "relax.nn.conv2d"}
     assert "int16" in weight_dtypes and "int8" in weight_dtypes
     report = {row["id"]: row["bits"] for row in tq.get_report(passes.realize(rounded, config)).points}
-    assert report[raised] == 16 and report["block_conv2.weight"] == 8
+    assert report[raised] == 15 and report["block_conv2.weight"] == 8
     assert_integer_within_one_lsb(rounded, config, _data((1, 3, 16, 16), 3, 5, scale=2.0))
 
 

@@ -2,6 +2,8 @@
 kernel, bit-identical to the unfused graph."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import tvm
 from tvm import relax
 from tvm.target import codegen
@@ -224,3 +226,56 @@ def test_1x1_depthwise_becomes_a_fused_multiply():
     for fuse in (True, False):
         np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET, fuse=fuse)(a, b),
                                       expected)
+
+
+def _with_raised_weights(graph, shape, symmetric):
+    """The integer module of ``graph`` with every layer's weights raised to 15-bit codes."""
+    from tvm_quant_ext import QConfig, passes
+    from tvm_quant_ext.points import get_state, set_state
+    mod, params = graph
+    config = QConfig(mode="integer", activation_symmetric=symmetric)
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal(shape).astype("float32") for _ in range(4)]
+    calibrated = passes.calibrate(passes.annotate(passes.prepare(mod, params, config), config),
+                                  calib, config)
+    state = get_state(calibrated)
+    state.weight_bits = {pid: 15 for pid, p in state.points.items() if p.kind == "WEIGHT"}
+    return passes.realize(set_state(calibrated, state), config)
+
+
+@pytest.mark.parametrize("graph,shape,target", [
+    ("tiny_resnet", (1, 3, 16, 16), VNNI_TARGET),      # 3x3 convs and a dense layer
+    ("depthwise_block", (1, 6, 11, 11), "llvm"),       # depthwise, stride 2, asymmetric padding
+])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_15_bit_weights_run_as_two_int8_layers_bit_exactly(graph, shape, target, symmetric):
+    if target is VNNI_TARGET and not codegen.target_has_features("avx512vnni", HOST):
+        pytest.skip("host CPU has no AVX-512 VNNI")
+    from tvm_quant_ext.backend.cpu.wide_weights import split_wide_weights
+    maker = {"tiny_resnet": tiny_resnet, "depthwise_block": lambda: depthwise_block(channels=6, size=11)}
+    qmod = _with_raised_weights(maker[graph](), shape, symmetric)
+
+    def weight_dtypes(mod):
+        return [str(b.value.args[1].ty.dtype) for b in tvm_quant_ext.graph.bindings(mod["main"])
+                if getattr(getattr(b.value, "op", None), "name", "") in ("relax.nn.conv2d", "relax.matmul")]
+    layers = weight_dtypes(qmod)
+    assert layers and set(layers) == {"int16"}
+    assert weight_dtypes(split_wide_weights(qmod)) == ["int8"] * (2 * len(layers))
+    if target is VNNI_TARGET:  # every layer on the VNNI kernel
+        kernels = _call_tir_names(lower(qmod, tvm.target.Target(target)))
+        assert sum("int8_vnni" in n for n in kernels) == 2 * len(layers), kernels
+    fused = tvm_quant_ext.build(qmod, target)
+    unfused = tvm_quant_ext.build(qmod, target, fuse=False)
+    for image in np.random.default_rng(5).standard_normal((3,) + shape).astype("float32") * 2:
+        np.testing.assert_array_equal(fused(image), unfused(image))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-32768, 32639), min_size=1, max_size=64))
+def test_split_codes_are_int8_and_sum_back(codes):
+    from tvm_quant_ext.backend.cpu.wide_weights import split_codes
+    weight = np.array(codes, np.int16)
+    hi, lo = split_codes(weight)
+    assert hi.dtype == lo.dtype == np.int8
+    np.testing.assert_array_equal(256 * hi.astype(np.int64) + lo, weight)
+    assert split_codes(np.array([32767], np.int16)) is None  # hi would be 128

@@ -75,8 +75,8 @@ class QConfig:
         per-channel weight ranges match, then high-bias absorption where it is exact; the
         float function is unchanged (passes/prepare/equalize.py).
     precision_budget: fraction (0..1) of the model's layers (conv/dense) that may be raised to
-        16 bits: floor(budget * layers) points, each an activation tensor (16-bit codes) or
-        one layer's weights (16-bit weight codes), the largest gain first (measured: output
+        higher precision: floor(budget * layers) points, each an activation tensor (16-bit
+        codes) or one layer's weights (15-bit codes, two int8 weights on CPU), the largest gain first (measured: output
         SNR gained by raising that point alone, on the first calibration images;
         passes/precision.py). 0: every point at nbit_input / nbit_weight.
     weight_rounding: "nearest" (round half up) or "adaround": per conv/dense layer, in graph
@@ -161,10 +161,10 @@ class QConfig:
         if not 0 <= self.precision_budget <= 1:
             raise ValueError(f"QConfig.precision_budget={self.precision_budget!r}: expected a "
                              "fraction of the layers in [0, 1]")
-        if self.precision_budget > 0 and min(self.nbit_input, self.nbit_weight) >= 16:
-            raise ValueError(f"QConfig.precision_budget raises points to 16 bits, but "
-                             f"nbit_input={self.nbit_input} and nbit_weight={self.nbit_weight} "
-                             "already are")
+        if self.precision_budget > 0 and self.nbit_input >= 16 and self.nbit_weight >= 15:
+            raise ValueError(f"QConfig.precision_budget raises activations to 16 bits and weights "
+                             f"to 15, but nbit_input={self.nbit_input} and "
+                             f"nbit_weight={self.nbit_weight} already are")
         if not self.tiny_weight_threshold >= 0:
             raise ValueError(f"QConfig.tiny_weight_threshold={self.tiny_weight_threshold!r} must be >= 0")
 

@@ -10,6 +10,7 @@ from tvm import relax
 from .cpu.fuse import fuse_int8_layers, pack_int8_layers
 from .cpu.pointwise import depthwise_1x1_as_multiply
 from .cpu.schedule import default_cpu_schedule
+from .cpu.wide_weights import split_wide_weights
 from .cpu.vnni import target_has_vnni
 from .cuda import gpu_schedule
 from .target import TargetLike, make_target
@@ -134,7 +135,7 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] 
     if vnni is None:
         vnni = target_has_vnni(tgt)
     if fuse and tgt.kind.name == "llvm":
-        mod = fuse_int8_layers(depthwise_1x1_as_multiply(mod), vnni=vnni)
+        mod = fuse_int8_layers(depthwise_1x1_as_multiply(split_wide_weights(mod)), vnni=vnni)
     elif vnni:
         mod = pack_int8_layers(mod)
     with tgt:

@@ -106,7 +106,7 @@ class _Rounding(SideBySide):
         self.rows = []
 
     def weight_layer(self, var, call, rule, point: QPoint, batches: int):
-        if point.id in self.state.weight_bits:  # raised to 16 bits: nearest is within 2^-8 LSB
+        if point.id in self.state.weight_bits:  # raised (15 bits): nearest is within 2^-7 LSB
             return super().weight_layer(var, call, rule, point, batches)
         op = op_name(call)
         if op not in ROW_RULES:

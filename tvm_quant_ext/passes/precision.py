@@ -1,29 +1,29 @@
 """Measured mixed precision: the quantization points whose rounding costs the output most are
-raised to 16 bits, as many as ``QConfig.precision_budget`` allows. Two kinds of point compete:
-an INPUT/ACTIVATION point (16-bit codes between layers) and a WEIGHT point (one layer's weights
-as 16-bit codes). The budget is a fraction of the model's layers (conv/dense, one WEIGHT point
+raised, as many as ``QConfig.precision_budget`` allows. Two kinds of point compete: an
+INPUT/ACTIVATION point (16-bit codes between layers) and a WEIGHT point (one layer's weights as
+15-bit codes: int16 within +-16383, which the CPU backend splits into two int8 weights,
+backend/cpu/wide_weights.py, so the layer stays on the int8 kernels). The budget is a fraction of the model's layers (conv/dense, one WEIGHT point
 each), rounded down; each raised point counts as one layer.
 
 Gain of a point = the output SNR gained by raising that point alone while every other point
 stays quantized -- a gain over the all-quantized model, not a loss against the float one. It is
 measured with the torch interpreter (``interpret.SideBySide``) on the first calibration images
 (at least ``SENSITIVITY_IMAGES`` of them, at least ``SENSITIVITY_BATCHES`` batches), the raised
-point taken as float (16-bit codes are 2^8 times finer: their noise is 48 dB below the 8-bit
-noise): one run per point, so the cost grows with the number of points, not with the data.
+point taken as float (16-bit codes are 2^8 times finer than 8-bit ones, 15-bit weights 2^7:
+their noise is 42-48 dB below the 8-bit noise): one run per point, so the cost grows with the number of points, not with the data.
 Gains depend only on the calibration, so one measurement serves every budget (``gain_cache``).
 The points are taken in order of their single gains (gains are not additive); the chosen set is
 then measured together once more, and that cumulative SNR is in the report beside each point's
 single gain.
 
 A raised activation point keeps its calibrated range at 16 bits (``qmath.widen_qparams``); a
-raised WEIGHT point gets its weight calibrator's scale for 16-bit codes (the layer plan reads
+raised WEIGHT point gets its weight calibrator's scale for 15-bit codes (the layer plan reads
 ``QuantState.weight_bits``) and its bias is still quantized at s_in*s_w. Integer mode then
 accumulates in int64 where int32 could overflow, as with ``nbit_input=16`` everywhere.
-Adaptive rounding leaves a raised layer at round-to-nearest: at 16 bits there is nothing to learn.
+Adaptive rounding leaves a raised layer at round-to-nearest: at 15 bits there is little to learn.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Dict, Iterable, List, Optional
 
@@ -38,6 +38,7 @@ from .interpret import SideBySide, data_stage_pass, require_reiterable
 from .realize.plan import RealizeContext, collect_constants, plan_constant, plan_layers
 
 RAISED_BITS = 16
+RAISED_WEIGHT_BITS = 15
 SENSITIVITY_IMAGES = 8
 SENSITIVITY_BATCHES = 2
 
@@ -72,10 +73,10 @@ def _layer_points(state) -> List[str]:
 
 def candidate_points(state, config: QConfig) -> List[str]:
     """The points a budget may raise: activation points below 16 bits, then WEIGHT points
-    below 16 bits."""
+    below 15 bits."""
     activations = [pid for pid, p in state.points.items() if p.kind in ACTIVATION_KINDS]
     return ((activations if config.nbit_input < RAISED_BITS else [])
-            + (_layer_points(state) if config.nbit_weight < RAISED_BITS else []))
+            + (_layer_points(state) if config.nbit_weight < RAISED_WEIGHT_BITS else []))
 
 
 def _first_images(dataset: Iterable) -> list:
@@ -93,8 +94,8 @@ def _first_images(dataset: Iterable) -> list:
 
 def raise_precision(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
                     gain_cache: Optional[dict] = None) -> tvm.IRModule:
-    """A calibrated module -> the same module with its most sensitive points at 16 bits
-    (``QuantState.activation_bits`` with 16-bit scales, ``QuantState.weight_bits``), the
+    """A calibrated module -> the same module with its most sensitive points raised
+    (``QuantState.activation_bits`` with 16-bit scales, ``QuantState.weight_bits`` at 15), the
     measurement in ``QuantState.precision``. ``gain_cache``: a dict shared by calls on the same
     calibrated module (filled on the first call), so that several budgets cost one measurement."""
     require_reiterable(dataset, "precision_budget")
@@ -116,7 +117,7 @@ def raise_precision(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
         walker.float_points = set()
     for pid in chosen:
         if state.points[pid].kind == QKind.WEIGHT.value:
-            state.weight_bits[pid] = RAISED_BITS
+            state.weight_bits[pid] = RAISED_WEIGHT_BITS
             continue
         scale, zero_point = qmath.widen_qparams(
             state.activation_scales[pid], state.activation_zero_points.get(pid, 0),
@@ -126,7 +127,8 @@ def raise_precision(mod: tvm.IRModule, dataset: Iterable, config: QConfig,
         state.activation_bits[pid] = RAISED_BITS
     state.precision = {"budget": config.precision_budget, "layers": layers,
                        "candidates": len(gains),
-                       "raised": [[pid, RAISED_BITS, round(gains[pid], 3)] for pid in chosen],
+                       "raised": [[pid, state.weight_bits.get(pid, state.activation_bits.get(pid)),
+                                   round(gains[pid], 3)] for pid in chosen],
                        "snr_all_quantized_db": round(base, 3),
                        "snr_raised_db": None if together is None else round(together, 3),
                        "measured_batches": len(sample),
