@@ -185,7 +185,9 @@ def measure(name: str, limit, log, grid_name: str = "techniques", with_ort: bool
                 "fp32_top1": r.fp32_top1, "agree": round(r.agreement * r.n_images),
                 "n": r.n_images, "snr_db": r.snr_db,
                 "worst_layers": [[p, round(s, 1)] for p, s in r.worst_layers],
-                "quantize_s": seconds[label]} for (label, _), r in zip(configs, rows)]
+                "quantize_s": seconds[label],
+                "raised": ((r.report.precision if r.report else None) or {}).get("raised")}
+               for (label, _), r in zip(configs, rows)]
     ort = []
     if with_ort and model.torch_model is not None:
         ort = ort_rows(model, [(s.images, s.labels) for s in sets], limit)
@@ -211,7 +213,7 @@ def section(name, records, ort) -> str:
     return "\n".join(lines)
 
 
-HEADER = """# Accuracy: bias correction and cross-layer equalization
+HEADER = """# Accuracy: bias correction, equalization, adaptive rounding, mixed precision
 
 Written by `scripts/accuracy_table.py` (its docstring gives the protocol); int8 everywhere,
 32-bit bias, max calibrators, simulate mode (integer mode agrees within one LSB per point).
@@ -227,8 +229,8 @@ Written by `scripts/accuracy_table.py` (its docstring gives the protocol); int8 
   the chains; through ReLU6 the bound moves with the scale (`minimum(relu(x), 6/s)` per
   channel) and only downward; dead channels are left alone; then exact high-bias absorption
   (see "High-bias absorption" below).
-- Adaptive rounding (`weight_rounding="adaround"`) has its own section, below the tables
-  (`--grid adaround`).
+- Mixed precision (`precision_budget`, `--grid budget`) and adaptive rounding
+  (`weight_rounding="adaround"`, `--grid adaround`) have their own sections, below the tables.
 
 """
 

@@ -2,16 +2,18 @@
 raised, as many as ``QConfig.precision_budget`` allows. Two kinds of point compete: an
 INPUT/ACTIVATION point (16-bit codes between layers) and a WEIGHT point (one layer's weights as
 15-bit codes: int16 within +-16383, which the CPU backend splits into two int8 weights,
-backend/cpu/wide_weights.py, so the layer stays on the int8 kernels). The budget is a fraction of the model's layers (conv/dense, one WEIGHT point
-each), rounded down; each raised point counts as one layer.
+backend/cpu/wide_weights.py, so the layer stays on the int8 kernels). The budget is a fraction
+of the model's layers (conv/dense, one WEIGHT point each), rounded down; each raised point
+counts as one layer.
 
 Gain of a point = the output SNR gained by raising that point alone while every other point
 stays quantized -- a gain over the all-quantized model, not a loss against the float one. It is
 measured with the torch interpreter (``interpret.SideBySide``) on the first calibration images
 (at least ``SENSITIVITY_IMAGES`` of them, at least ``SENSITIVITY_BATCHES`` batches), the raised
 point taken as float (16-bit codes are 2^8 times finer than 8-bit ones, 15-bit weights 2^7:
-their noise is 42-48 dB below the 8-bit noise): one run per point, so the cost grows with the number of points, not with the data.
-Gains depend only on the calibration, so one measurement serves every budget (``gain_cache``).
+their noise is 42-48 dB below the 8-bit noise): one run per point, so the cost grows with the
+number of points, not with the data. Gains depend only on the calibration, so one measurement
+serves every budget (``gain_cache``).
 The points are taken in order of their single gains (gains are not additive); the chosen set is
 then measured together once more, and that cumulative SNR is in the report beside each point's
 single gain.

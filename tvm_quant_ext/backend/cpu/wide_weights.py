@@ -57,16 +57,16 @@ def _with_weight(call, weight: np.ndarray):
     return relax.op.nn.conv2d(
         data, const, strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation,
         groups=int(attrs.groups), data_layout=str(attrs.data_layout),
-        kernel_layout=str(attrs.kernel_layout), out_layout=str(attrs.out_layout or attrs.data_layout),
-        out_dtype="int32")
+        kernel_layout=str(attrs.kernel_layout),
+        out_layout=str(attrs.out_layout or attrs.data_layout), out_dtype="int32")
 
 
 def _sum_dtype(call, hi: np.ndarray, lo: np.ndarray) -> str:
     """int32 when |256 * acc_hi| + |acc_lo| < 2^31 for every input, else int64."""
     data_max = _DATA_MAX[str(call.args[0].ty.dtype)]
     channel_axis = 1 if op_name(call) == "relax.matmul" else 0
-    per_channel = [np.abs(np.moveaxis(w.astype(np.int64), channel_axis, 0)).reshape(w.shape[channel_axis], -1).sum(1)
-                   for w in (hi, lo)]
+    per_channel = [np.abs(np.moveaxis(w.astype(np.int64), channel_axis, 0))
+                   .reshape(w.shape[channel_axis], -1).sum(1) for w in (hi, lo)]
     bound = (SPLIT_BASE * per_channel[0] + per_channel[1]).max(initial=0) * data_max
     return "int32" if bound < 2 ** 31 and str(call.ty.dtype) == "int32" else "int64"
 
