@@ -63,6 +63,14 @@ class QuantState:
     equalization: Optional[Dict[str, object]] = None
     report: Optional[dict] = None
 
+    def activation_bits_of(self, point_id: str, config) -> int:
+        """Bits of an activation point: QConfig.nbit_input unless raised (precision_budget)."""
+        return self.activation_bits.get(point_id, config.nbit_input)
+
+    def weight_bits_of(self, point_id: str, config) -> int:
+        """Bits of a WEIGHT point's codes: QConfig.nbit_weight unless raised (precision_budget)."""
+        return self.weight_bits.get(point_id, config.nbit_weight)
+
     def to_json(self) -> str:
         data = asdict(self)
         return json.dumps(data)

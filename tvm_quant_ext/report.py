@@ -40,9 +40,9 @@ def _bias_row(config: QConfig, state: QuantState, plans, pid: str, point) -> dic
 
 # point kind -> (its bit width: config, state, point id -> bits; the kind's own report fields)
 _KIND_ROWS = {
-    QKind.INPUT.value: (lambda c, s, pid: s.activation_bits.get(pid, c.nbit_input), _activation_row),
-    QKind.ACTIVATION.value: (lambda c, s, pid: s.activation_bits.get(pid, c.nbit_input), _activation_row),
-    QKind.WEIGHT.value: (lambda c, s, pid: s.weight_bits.get(pid, c.nbit_weight), _weight_row),
+    QKind.INPUT.value: (lambda c, s, pid: s.activation_bits_of(pid, c), _activation_row),
+    QKind.ACTIVATION.value: (lambda c, s, pid: s.activation_bits_of(pid, c), _activation_row),
+    QKind.WEIGHT.value: (lambda c, s, pid: s.weight_bits_of(pid, c), _weight_row),
     QKind.BIAS.value: (lambda c, s, pid: c.nbit_bias, _bias_row),
 }
 

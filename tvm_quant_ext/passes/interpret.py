@@ -274,7 +274,7 @@ class SideBySide:
         quant = self.arg(tensor, 1)
         if point_id in self.float_points:
             return float_value, quant
-        bits = self.state.activation_bits.get(point_id, self.config.nbit_input)
+        bits = self.state.activation_bits_of(point_id, self.config)
         qmin, qmax = qmath.activation_range(bits, self.config.activation_symmetric)
         fq = lambda x: fake_quant(x, scale, zero_point, qmin, qmax)  # noqa: E731
         return float_value, (Batches(map(fq, quant)) if isinstance(quant, Batches) else fq(quant))

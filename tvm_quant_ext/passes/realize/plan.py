@@ -85,7 +85,7 @@ def plan_layer(ctx: RealizeContext, pid: str, calibrator: str) -> LayerPlan:
     scale s_in*s_w the correction survives (an 8-bit bias would round it away)."""
     config, point = ctx.config, ctx.state.points[pid]
     weight = ctx.weights[pid].astype(np.float64)
-    nbit = weight_bits(config, ctx.state, pid)
+    nbit = ctx.state.weight_bits_of(pid, config)
     scale, calibrator = weight_scale_for(config, point, weight, calibrator, nbit)
     absmax = _channel_absmax(weight, point.axis)
     bias_quant = None
@@ -136,16 +136,6 @@ def plan_constant(plans: Dict[str, LayerPlan], point) -> np.ndarray:
         plan = plans[point.id]
         return qmath.dequantize(plan.weight_codes, plan.weight_scale, axis=point.axis)
     return plans[point.weight_point].bias.accumulator_value
-
-
-def point_bits(config: QConfig, state: QuantState, point_id: str) -> int:
-    """Bits of an activation point: QConfig.nbit_input unless raised (precision_budget)."""
-    return state.activation_bits.get(point_id, config.nbit_input)
-
-
-def weight_bits(config: QConfig, state: QuantState, point_id: str) -> int:
-    """Bits of a WEIGHT point's codes: QConfig.nbit_weight unless raised (precision_budget)."""
-    return state.weight_bits.get(point_id, config.nbit_weight)
 
 
 def scalar(value: float, dtype="float32"):

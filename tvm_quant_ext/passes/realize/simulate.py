@@ -17,7 +17,7 @@ from ... import qmath
 from ...config import QKind
 from ...graph import BindingRewriter, GraphError, const_value, make_const, registrar
 from ...points import QPoint, make_marker, parse_marker
-from .plan import SIMULATE_DTYPE, RealizeContext, emit_codes, point_bits, scalar
+from .plan import SIMULATE_DTYPE, RealizeContext, emit_codes, scalar
 
 
 
@@ -36,7 +36,7 @@ def _realize_activation(ctx: RealizeContext, bb, tensor, point: QPoint):
     if scale is None:
         raise GraphError(f"point {point.id!r} has no calibrated scale: run calibrate first")
     zero_point = ctx.state.activation_zero_points.get(point.id, 0)
-    qmin, qmax = qmath.activation_range(point_bits(ctx.config, ctx.state, point.id),
+    qmin, qmax = qmath.activation_range(ctx.state.activation_bits_of(point.id, ctx.config),
                                         ctx.config.activation_symmetric)
     if str(tensor.ty.dtype) != SIMULATE_DTYPE:
         tensor = bb.emit(relax.op.astype(tensor, SIMULATE_DTYPE), name_hint=f"{point.id}.f64")

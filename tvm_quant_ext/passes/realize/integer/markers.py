@@ -12,7 +12,6 @@ from ....config import QKind
 from ....fixed_point import codes_dtype
 from ....graph import GraphError, const_value, is_const, make_const
 from ....points import QPoint, make_marker
-from ..plan import weight_bits
 from .qvalue import QValue, on_axis
 from .realizer import IntegerRealizer, register_marker
 
@@ -42,7 +41,7 @@ def _activation_point(r: IntegerRealizer, var, tensor, point: QPoint) -> QValue:
 @register_marker(QKind.WEIGHT)
 def _weight_point(r: IntegerRealizer, var, tensor, point: QPoint) -> QValue:
     plan = r.plans[point.id]
-    dtype = codes_dtype(weight_bits(r.config, r.state, point.id), True)
+    dtype = codes_dtype(r.state.weight_bits_of(point.id, r.config), True)
     ndim = plan.weight_codes.ndim
     return QValue(make_const(plan.weight_codes, dtype),
                   on_axis(plan.weight_scale, point.axis, ndim), const=plan.weight_codes,
