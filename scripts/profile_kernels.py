@@ -60,28 +60,35 @@ def time_kernel(func, target, runs=5) -> float:
     return lib.mod.time_evaluator("main", tvm.cpu(), number=runs, repeat=3)(*args).median * 1e3
 
 
+def _channels(shape) -> int:
+    """Channels of an NCHW tensor, or of a blocked N x C/16 x H x W x 16 one (whose padding
+    channels up to the next 16 then count too)."""
+    return shape[1] * (shape[4] if len(shape) == 5 else 1)
+
+
 def kernel_macs(name: str, func) -> int:
     """Multiply-accumulates of one call of a fused int8 layer kernel (0 for anything else)."""
     shapes = [[int(d) for d in p.shape] for p in func.params]
-    if "vnni" in name:
-        # (data, packed weight O/16 x C/4 x KH x KW x 16 x 4, ..., out): data and out are NCHW
-        # or packed N x C/4 x H x W x 4 (a packed link), whose channels count in fours
-        data, weight, out = shapes[0], shapes[1], shapes[-1]
-        channels = data[1] * (4 if len(data) == 5 else 1)
-        outputs = out[1] * (4 if len(out) == 5 else 1)
-        return data[0] * outputs * out[2] * out[3] * channels * weight[2] * weight[3]
+    data, weight, out = shapes[0], shapes[1], shapes[-1]
+    if "vnni" in name:  # weight: O/16 x C/4 x KH x KW x 16 x 4
+        return data[0] * _channels(data) * _channels(out) * out[2] * out[3] * weight[2] * weight[3]
     if "depthwise" in name:
-        weight, out = shapes[1], shapes[-1]
-        return out[0] * out[1] * out[2] * out[3] * weight[2] * weight[3]
+        kh, kw = _depthwise_window(name, weight)
+        return out[0] * _channels(out) * out[2] * out[3] * kh * kw
     return 0
+
+
+def _depthwise_window(name: str, weight):
+    # the blocked kernel's weight is C/16 x KH x KW x 16, the NCHW kernel's C x 1 x KH x KW
+    return tuple(weight[1:3]) if "blocked" in name else tuple(weight[2:4])
 
 
 def kernel_window(name: str, func) -> str:
     if "vnni" not in name and "depthwise" not in name:
         return ""
-    if "depthwise" in name:
-        return "dw%dx%d" % tuple(int(d) for d in func.params[1].shape[2:])
     weight = [int(d) for d in func.params[1].shape]
+    if "depthwise" in name:
+        return "dw%dx%d" % _depthwise_window(name, weight)
     return "%dx%d" % (weight[2], weight[3])
 
 

@@ -97,6 +97,21 @@ def test_real_model_fused_equals_unfused(name):
         np.testing.assert_array_equal(fused(image), unfused(image))
 
 
+def _depthwise_reference(x, w, stride, padding, dil):
+    pt, pl, pb, pr = padding
+    k = w.shape[2]
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (xp.shape[2] - dil * (k - 1) - 1) // stride + 1
+    ow = (xp.shape[3] - dil * (k - 1) - 1) // stride + 1
+    ref = np.zeros((x.shape[0], x.shape[1], oh, ow), np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            y0, x0 = ky * dil, kx * dil
+            ref += xp[:, :, y0:y0 + stride * oh:stride, x0:x0 + stride * ow:stride] \
+                * w[None, :, 0, ky, kx, None, None].astype(np.int64)
+    return ref
+
+
 @pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
 @pytest.mark.parametrize("case", [
     # (channels, size, kernel, stride, padding t/l/b/r, dilation)
@@ -109,26 +124,53 @@ def test_real_model_fused_equals_unfused(name):
 def test_depthwise_kernel_matches_numpy(data_dtype, case):
     from tvm_quant_ext.backend.cpu.depthwise import depthwise_kernel
 
-    c, size, k, stride, (pt, pl, pb, pr), dil = case
+    c, size, k, stride, padding, dil = case
     rng = np.random.default_rng(7)
     lo, hi = (-128, 128) if data_dtype == "int8" else (0, 256)
     x = rng.integers(lo, hi, (2, c, size, size)).astype(data_dtype)
     w = rng.integers(-128, 128, (c, 1, k, k)).astype("int8")
-    func = depthwise_kernel(x.shape, w.shape, data_dtype, (stride, stride), (pt, pl, pb, pr),
-                            (dil, dil))
+    func = depthwise_kernel(x.shape, w.shape, data_dtype, (stride, stride), padding, (dil, dil))
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), "llvm")
-    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    oh = (xp.shape[2] - dil * (k - 1) - 1) // stride + 1
-    ow = (xp.shape[3] - dil * (k - 1) - 1) // stride + 1
-    ref = np.zeros((2, c, oh, ow), np.int64)
-    for ky in range(k):
-        for kx in range(k):
-            y0, x0 = ky * dil, kx * dil
-            ref += xp[:, :, y0:y0 + stride * oh:stride, x0:x0 + stride * ow:stride] \
-                * w[None, :, 0, ky, kx, None, None].astype(np.int64)
+    ref = _depthwise_reference(x, w, stride, padding, dil)
     out = tvm.runtime.tensor(np.zeros(ref.shape, "int32"))
     lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
     np.testing.assert_array_equal(out.numpy(), ref)
+
+
+@pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("input_packed,output_packed", [(False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("case", [
+    # (channels, size, kernel, stride, padding t/l/b/r, dilation)
+    (32, 9, 3, 1, (1, 1, 1, 1), 1),
+    (20, 11, 5, 2, (1, 1, 2, 2), 1),  # a partial last block of channels; Lite0's 5x5 stride 2
+    (16, 7, 3, 2, (0, 0, 1, 1), 1),
+    (5, 6, 3, 1, (0, 0, 0, 0), 1),    # nothing to pad, one partial block
+    (16, 10, 3, 1, (2, 2, 2, 2), 2),
+])
+def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed, case):
+    # the blocked kernel in every layout combination it serves, with a requantizing epilogue
+    from tvm_quant_ext.backend.cpu.depthwise import (depthwise_blocked_kernel,
+                                                     pack_depthwise_weight)
+    from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
+
+    c, size, k, stride, padding, dil = case
+    rng = np.random.default_rng(3)
+    lo, hi = (-128, 128) if data_dtype == "int8" else (0, 256)
+    x = rng.integers(lo, hi, (2, c, size, size)).astype(data_dtype)
+    w = rng.integers(-128, 128, (c, 1, k, k)).astype("int8")
+    bias = rng.integers(-3000, 3000, (1, c, 1, 1)).astype("int32")
+    epilogue = Epilogue([Step("relax.add", (bias,), "int32"),
+                         Step("relax.right_shift", (np.array(7, "int32"),), "int32"),
+                         Step("relax.clip", (), "int32", (-128, 127)),
+                         Step("relax.astype", (), "int8")])
+    func = depthwise_blocked_kernel(x.shape, w.shape, data_dtype, (stride, stride), padding,
+                                    (dil, dil), epilogue=epilogue, input_packed=input_packed,
+                                    output_packed=output_packed)
+    ref = np.clip((_depthwise_reference(x, w, stride, padding, dil) + bias) >> 7, -128, 127)
+    ref = ref.astype("int8")
+    got = _run_kernel(func, to_blocked(x) if input_packed else x, pack_depthwise_weight(w), bias)
+    np.testing.assert_array_equal(got, to_blocked(ref) if output_packed else ref)
+    assert len(np.unique(ref)) > 10  # the epilogue neither saturates nor zeroes everything
 
 
 @needs_vnni
@@ -145,6 +187,17 @@ def test_conv_to_conv_stays_packed(symmetric):
     for _ in range(3):
         image = rng.standard_normal((1, 3, 16, 16)).astype("float32")
         np.testing.assert_array_equal(fused(image), unfused(image))
+
+
+def to_blocked(codes: np.ndarray) -> np.ndarray:
+    """NCHW int8/uint8 codes -> the blocked uint8 layout (signed codes + 128, padding channels
+    the shifted zero), written out plainly in numpy."""
+    n, c, h, w = codes.shape
+    shift = 128 if codes.dtype == np.int8 else 0
+    blocks = -(-c // 16)
+    out = np.full((n, blocks * 16, h, w), shift, np.int64)
+    out[:, :c] = codes.astype(np.int64) + shift
+    return out.reshape(n, blocks, 16, h, w).transpose(0, 1, 3, 4, 2).astype("uint8")
 
 
 def _run_kernel(func, *arrays):
@@ -167,6 +220,7 @@ def _run_kernel(func, *arrays):
 def test_packed_link_equals_nchw(case):
     from tvm_quant_ext.backend.cpu import vnni
     from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
+    from tvm_quant_ext.backend.cpu.packed import packed_shape
 
     c, mid, o, size, k, pad, stride, dtype = case
     lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
@@ -189,9 +243,10 @@ def test_packed_link_equals_nchw(case):
     expected = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, **conv), y, *second)
     packed = _run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype),
                                             output_packed=True), x, *first)
-    assert packed.shape == vnni.packed_shape(y.shape)
+    assert packed.shape == packed_shape(y.shape)
+    np.testing.assert_array_equal(packed, to_blocked(y))
     got = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, input_packed=True, **conv),
-                      packed, *second)
+                      packed, vnni.pack_weight(w2, input_packed=True), second[1])
     np.testing.assert_array_equal(got, expected)
     assert np.abs(expected.astype(int)).max() > 0  # not all zeros
 

@@ -1,16 +1,25 @@
-"""Depthwise conv2d int8 on NCHW (groups == channels), int32 accumulation, fused epilogue.
+"""Depthwise conv2d int8 (groups == channels), int32 accumulation, fused epilogue.
 
 The realize's average pools are such convs too (a ones kernel). Any kernel size, strides,
-dilation and asymmetric padding; int8 or uint8 activations, int8 weights.
+dilation and asymmetric padding; int8 or uint8 activations, int8 weights. Two kernels:
+
+* ``depthwise_kernel``: NCHW in and out, each channel's plane on its own, vectorized along the
+  output row;
+* ``depthwise_blocked_kernel``: 16 channels are the 16 lanes of a vector, so every tap is one
+  vector load and multiply-add whatever the stride or the plane's width; it reads and/or
+  writes the blocked layout of ``packed.py`` (the layout a VNNI conv hands over), which is
+  what makes it pay: from NCHW the channels would have to be gathered first.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import tvm
 from tvm import te
 from tvm.s_tir import Schedule
 
+from . import packed as layout
 from .epilogue import Epilogue
 
 VECTOR_LANES = 16  # int32 lanes of an AVX-512 register
@@ -89,3 +98,127 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
     return func.with_attr("tirx.is_scheduled", True)
 
 
+
+
+# output columns whose accumulators stay in registers while the taps' weights are reused
+REGISTER_BLOCK = 4
+
+
+def pack_depthwise_weight(weight: np.ndarray) -> np.ndarray:
+    """(C, 1, KH, KW) int8 -> (C/16, KH, KW, 16) int16, zero for the padding channels: one
+    vector of 16 channels' weights per tap."""
+    c, _, kh, kw = weight.shape
+    blocks = -(-c // layout.BLOCK)
+    padded = np.zeros((blocks * layout.BLOCK, kh, kw), "int16")
+    padded[:c] = weight[:, 0]
+    return np.ascontiguousarray(padded.reshape(blocks, layout.BLOCK, kh, kw)
+                                .transpose(0, 2, 3, 1))
+
+
+def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
+                             padding=(0, 0, 0, 0), dilation=(1, 1),
+                             epilogue: Optional[Epilogue] = None, input_packed: bool = False,
+                             output_packed: bool = False) -> tvm.tirx.PrimFunc:
+    """Depthwise conv2d over 16-channel blocks: (data, ``pack_depthwise_weight(w)``, *epilogue
+    tensors) -> out. ``data`` is NCHW ``data_dtype``, or with ``input_packed`` the blocked
+    uint8 tensor of those codes; ``out`` is NCHW (the epilogue's dtype, else int32), or with
+    ``output_packed`` the blocked uint8 tensor of the epilogue's int8/uint8 result.
+
+    Schedule: the zero-padded input blocks (int16) are copied first, in parallel over rows;
+    then one parallel task per (image, channel block, output row) accumulates
+    ``REGISTER_BLOCK`` output columns of 16 lanes at a time, the taps unrolled, and applies
+    the epilogue to the 16 lanes."""
+    epilogue = epilogue or Epilogue()
+    n, c, h, w = (int(v) for v in data_shape)
+    _, _, kh, kw = (int(v) for v in weight_shape)
+    sh, sw = (int(v) for v in strides)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    dh, dw = (int(v) for v in dilation)
+    hp, wp = h + pt + pb, w + pl + pr
+    oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    lanes = layout.BLOCK
+    blocks = -(-c // lanes)
+    in_shift = layout.code_shift(data_dtype)
+
+    if input_packed:
+        data = te.placeholder(layout.packed_shape(data_shape), "uint8", "data")
+    else:
+        data = te.placeholder((n, c, h, w), data_dtype, "data")
+    weight = te.placeholder((blocks, kh, kw, lanes), "int16", "weight")
+    extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
+             for i, a in enumerate(epilogue.tensor_operands())]
+
+    def code(i, b, y, x, lane):  # the int8/uint8 code of channel b * 16 + lane, as int16
+        if input_packed:
+            return data[i, b, y, x, lane].astype("int16") - tvm.tirx.const(in_shift, "int16")
+        ch = b * lanes + lane
+        value = data[i, te.min(ch, c - 1), y, x].astype("int16")
+        return tvm.tirx.if_then_else(ch < c, value, tvm.tirx.const(0, "int16"))
+
+    def pad(i, b, y, x, lane):
+        inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl)
+        return tvm.tirx.if_then_else(inside, code(i, b, y - pt, x - pl, lane),
+                                     tvm.tirx.const(0, "int16"))
+
+    padded = te.compute((n, blocks, hp, wp, lanes), pad, name="padded")
+
+    def accumulate(i, b, y, x, lane):
+        terms = [padded[i, b, y * sh + ry * dh, x * sw + rx * dw, lane].astype("int32")
+                 * weight[b, ry, rx, lane].astype("int32")
+                 for ry in range(kh) for rx in range(kw)]
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
+
+    acc = te.compute((n, blocks, oh, ow, lanes), accumulate, name="acc")
+    if output_packed:
+        out_shift = layout.code_shift(epilogue.dtype or "int32")
+
+        def result(i, b, y, x, lane):
+            ch = b * lanes + lane
+            value = epilogue.apply(acc[i, b, y, x, lane], (i, te.min(ch, c - 1), y, x), extra)
+            if out_shift:
+                value = (value.astype("int32") + out_shift).astype("uint8")
+            return tvm.tirx.if_then_else(ch < c, value.astype("uint8"),
+                                         tvm.tirx.const(out_shift, "uint8"))
+
+        out = te.compute((n, blocks, oh, ow, lanes), result, name="out")
+    else:
+        out = te.compute((n, c, oh, ow), lambda i, ch, y, x: epilogue.apply(
+            acc[i, ch // lanes, y, x, ch % lanes], (i, ch, y, x), extra), name="out")
+    func = te.create_prim_func([data, weight, *extra, out])
+
+    sch = Schedule(func)
+    pad_block, acc_block, out_block = (sch.get_sblock(b) for b in ("padded", "acc", "out"))
+    loops = sch.get_loops(pad_block)
+    sch.parallel(sch.fuse(*loops[:3]))
+    sch.vectorize(loops[-1])
+    if output_packed:
+        i, b, y, x, lane = sch.get_loops(out_block)
+    elif c % lanes == 0:
+        i, ch, y, x = sch.get_loops(out_block)
+        b, lane = sch.split(ch, [None, lanes])
+        sch.reorder(i, b, y, x, lane)
+    else:  # a partial last block: the accumulators are written out whole, then read per channel
+        loops = sch.get_loops(acc_block)
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
+        i, ch, y, x = sch.get_loops(out_block)
+        sch.parallel(sch.fuse(i, ch, y))
+        return _finish(sch)
+    piece = max(d for d in range(1, min(ow, REGISTER_BLOCK) + 1) if ow % d == 0)
+    x_outer, x_inner = sch.split(x, [None, piece])
+    sch.parallel(sch.fuse(i, b, y))
+    sch.compute_at(acc_block, x_outer)
+    acc_loops = sch.get_loops(acc_block)
+    sch.unroll(acc_loops[-2])
+    sch.vectorize(acc_loops[-1])
+    sch.unroll(x_inner)
+    sch.vectorize(lane)
+    return _finish(sch)
+
+
+def _finish(sch: Schedule) -> tvm.tirx.PrimFunc:
+    func = sch.mod["main"].without_attr("global_symbol")
+    return func.with_attr("tirx.is_scheduled", True)

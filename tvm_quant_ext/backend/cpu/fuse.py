@@ -26,8 +26,8 @@ from tvm import relax
 
 from ...graph import bindings, const_value, is_const, op_name, registrar, var_uses
 from ...layer_ops import LAYER_OPS
-from . import vnni
-from .depthwise import depthwise_kernel
+from . import packed, vnni
+from .depthwise import depthwise_blocked_kernel, depthwise_kernel, pack_depthwise_weight
 from .epilogue import EPILOGUE_OPS, Epilogue, step_of
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
@@ -68,7 +68,7 @@ class FuseOptions:
     vnni: bool = True        # conv2d groups=1 / dense on vpdpbusd
     depthwise: bool = True   # depthwise conv2d kernel
     epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
-    packed_links: bool = True  # VNNI conv -> VNNI conv passes the packed layout (no NCHW between)
+    packed_links: bool = True  # VNNI / depthwise conv -> such a conv: the blocked layout between
     # per call, set by the rewrite: this layer's input comes packed / its output goes packed
     input_packed: bool = False
     output_packed: bool = False
@@ -90,10 +90,27 @@ def nchw_layouts(attrs) -> bool:
 
 
 def on_vnni_conv(call: relax.Call, options: FuseOptions) -> bool:
-    """Whether ``call`` runs on the VNNI conv2d kernel (the only one that links packed)."""
+    """Whether ``call`` runs on the VNNI conv2d kernel."""
     return (options.vnni and op_name(call) == "relax.nn.conv2d"
             and int8_operands(call) is not None and nchw_layouts(call.attrs)
             and int(call.attrs.groups) == 1)
+
+
+def on_depthwise(call: relax.Call, options: FuseOptions) -> bool:
+    """Whether ``call`` runs on a depthwise kernel (groups == in channels == out channels)."""
+    if not (options.depthwise and op_name(call) == "relax.nn.conv2d"):
+        return False
+    operands = int8_operands(call)
+    if operands is None or not nchw_layouts(call.attrs):
+        return False
+    weight = operands[1]
+    channels = int(call.args[0].ty.shape[1])
+    return int(call.attrs.groups) == channels == weight.shape[0] and weight.shape[1] == 1
+
+
+def links_packed(call: relax.Call, options: FuseOptions) -> bool:
+    """Whether ``call``'s kernel reads and writes the blocked layout of ``packed.py``."""
+    return on_vnni_conv(call, options) or on_depthwise(call, options)
 
 
 @register_layer("relax.nn.conv2d")
@@ -104,25 +121,38 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     data_dtype, weight = operands
     a = call.attrs
     data_shape = [int(s) for s in call.args[0].ty.shape]
-    groups = int(a.groups)
     out_shape = tuple(int(s) for s in call.ty.shape)
     if on_vnni_conv(call, options):
         func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                   a.dilation, epilogue=epilogue,
                                   input_packed=options.input_packed,
                                   output_packed=options.output_packed)
-        consts = [vnni.pack_weight(weight), vnni.shift_correction(weight, data_dtype)]
-        if options.output_packed:
-            return LayerKernel(func, "conv2d_int8_vnni_packed", consts,
-                               vnni.packed_shape(out_shape), out_dtype="uint8")
-        return LayerKernel(func, "conv2d_int8_vnni", consts, out_shape)
+        consts = [vnni.pack_weight(weight, options.input_packed),
+                  vnni.shift_correction(weight, data_dtype)]
+        return _maybe_packed(LayerKernel(func, "conv2d_int8_vnni", consts, out_shape), options)
+    if on_depthwise(call, options):
+        if not (options.input_packed or options.output_packed):
+            func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
+                                    a.dilation, epilogue=epilogue)
+            return LayerKernel(func, "depthwise_conv2d_int8", [weight], out_shape)
+        func = depthwise_blocked_kernel(data_shape, weight.shape, data_dtype, a.strides,
+                                        a.padding, a.dilation, epilogue=epilogue,
+                                        input_packed=options.input_packed,
+                                        output_packed=options.output_packed)
+        kernel = LayerKernel(func, "depthwise_conv2d_int8_blocked",
+                             [pack_depthwise_weight(weight)], out_shape)
+        return _maybe_packed(kernel, options)
     if options.input_packed or options.output_packed:
-        raise AssertionError("only the VNNI conv2d kernel links packed")  # _packed_links' rule
-    if groups == data_shape[1] == weight.shape[0] and weight.shape[1] == 1 and options.depthwise:
-        func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
-                                a.dilation, epilogue=epilogue)
-        return LayerKernel(func, "depthwise_conv2d_int8", [weight], out_shape)
+        raise AssertionError("only VNNI and depthwise kernels link packed")  # _packed_links' rule
     return None
+
+
+def _maybe_packed(kernel: LayerKernel, options: FuseOptions) -> LayerKernel:
+    """A kernel that writes the blocked layout: its output is uint8 of the packed shape."""
+    if not options.output_packed:
+        return kernel
+    return replace(kernel, name=kernel.name + "_packed",
+                   out_shape=packed.packed_shape(kernel.out_shape), out_dtype="uint8")
 
 
 @register_layer("relax.matmul")
@@ -187,8 +217,8 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
 
 def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
                   options: FuseOptions) -> set:
-    """Chain ends whose output can stay packed: read once, by a VNNI conv chain's layer, and
-    made by one (an int8 / uint8 epilogue result)."""
+    """Chain ends whose output can stay packed: read once, by a VNNI or depthwise conv chain's
+    layer, and made by one (an int8 / uint8 epilogue result)."""
     if not (options.vnni and options.epilogue and options.packed_links):
         return set()
     uses = var_uses(func)
@@ -197,7 +227,7 @@ def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
         data = chain.layer.args[0]
         producer = chains.get(data)
         if (producer is not None and uses.get(data, 0) == 1
-                and on_vnni_conv(chain.layer, options) and on_vnni_conv(producer.layer, options)
+                and links_packed(chain.layer, options) and links_packed(producer.layer, options)
                 and producer.epilogue.dtype in ("int8", "uint8")):
             links.add(data)
     return links
@@ -254,8 +284,9 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
                      epilogue: bool = True, packed_links: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
-    that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI conv
-    whose only reader is another VNNI conv hands it the packed layout (``packed_links``)."""
+    that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
+    depthwise conv whose only reader is another such conv hands it the blocked layout of
+    ``packed.py`` (``packed_links``)."""
     options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
                           packed_links=packed_links)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)

@@ -9,13 +9,14 @@ a ``call_tir`` of one scheduled kernel that
 
 1. packs the activation to ``NC[H][W]4c`` uint8 (padding included); a signed int8 activation is
    shifted by +128 into uint8 on the way, which the kernel undoes by subtracting
-   ``128 * sum(w)`` per output channel (a compile-time constant), so the result is exact;
+   ``128 * sum(w)`` per output channel (a compile-time constant), so the result is exact
+   (an input in the blocked layout of ``packed.py`` is shifted already: it is only padded);
 2. accumulates ``acc[n, O/16, oh, ow, 16o]`` with the weight pre-packed at compile time to
    ``O/16 x C/4 x KH x KW x 16o x 4c``, the inner 16x4 block tensorized onto ``vpdpbusd``
    and ``ow`` register-blocked;
 3. unpacks back to NCHW int32, or, fused (``fuse.fuse_int8_layers``), applies the layer's
    integer epilogue (bias, requantize, clip, cast) to each element and writes NCHW int8,
-   vectorized over 16 output channels (``_schedule_unpack``).
+   vectorized over 16 output channels (``_schedule_unpack``), or the blocked layout.
 
 The kernel's schedule is fixed (no tuning needed); it carries ``tirx.is_scheduled`` so later
 schedule passes leave it alone.
@@ -30,6 +31,7 @@ from tvm import te
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
+from . import packed as layout
 from .epilogue import Epilogue
 
 
@@ -91,10 +93,20 @@ def target_has_vnni(target: tvm.target.Target) -> bool:
     return bool(codegen.target_has_features("avx512vnni", target))
 
 
-def pack_weight(weight: np.ndarray) -> np.ndarray:
-    """OIHW int8 -> O/16 x C/4 x KH x KW x 16 x 4 (zero padded to whole blocks)."""
+def reduced_groups(channels: int, input_packed: bool = False) -> int:
+    """How many 4-channel groups the kernel reduces over: the input's channels in fours, or,
+    from the packed layout, all of its 16-channel blocks (the padding channels hold the shifted
+    zero and meet zero weights)."""
+    if input_packed:
+        return -(-channels // layout.BLOCK) * (layout.BLOCK // GROUP)
+    return -(-channels // GROUP)
+
+
+def pack_weight(weight: np.ndarray, input_packed: bool = False) -> np.ndarray:
+    """OIHW int8 -> O/16 x C/4 x KH x KW x 16 x 4 (zero padded to whole blocks; with
+    ``input_packed`` the input channels padded to the packed layout's blocks)."""
     o, c, kh, kw = weight.shape
-    ob, cb = -(-o // LANES), -(-c // GROUP)
+    ob, cb = -(-o // LANES), reduced_groups(c, input_packed)
     padded = np.zeros((ob * LANES, cb * GROUP, kh, kw), "int8")
     padded[:o, :c] = weight
     return np.ascontiguousarray(
@@ -108,12 +120,6 @@ def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
     return (128 * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype("int32")
 
 
-def packed_shape(shape: Sequence[int]) -> Tuple[int, ...]:
-    """NCHW -> the ``NC/4 H W 4c`` uint8 layout the kernel reduces over."""
-    n, c, h, w = (int(v) for v in shape)
-    return (n, -(-c // GROUP), h, w, GROUP)
-
-
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None, input_packed: bool = False,
@@ -123,11 +129,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     on each unpacked accumulator element (``epilogue_index`` maps the NCHW output index to the
     index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer).
 
-    Between two such kernels the activation need not go back to NCHW: ``output_packed``
-    writes the (int8 / uint8) epilogue result already in the consumer's ``packed_shape``
-    layout (signed codes shifted by +128, channels past ``o`` holding the shifted zero), and
+    Between two int8 layers the activation need not go back to NCHW: ``output_packed``
+    writes the (int8 / uint8) epilogue result in the blocked layout of ``packed.py``, and
     ``input_packed`` takes such a tensor as ``data`` (``data_shape`` still the NCHW shape), so
-    the consumer only pads it, or, without padding, reduces over it directly."""
+    the consumer only pads it, or, without padding, reduces over it directly; its weight then
+    comes from ``pack_weight(w, input_packed=True)``."""
     epilogue = epilogue or Epilogue()
     epilogue_index = epilogue_index or (lambda *index: index)
     n, c, h, w = (int(v) for v in data_shape)
@@ -135,13 +141,13 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     sh, sw = (int(v) for v in strides)
     pt, pl, pb, pr = (int(v) for v in padding)
     dh, dw = (int(v) for v in dilation)
-    cb, ob = -(-c // GROUP), -(-o // LANES)
+    cb, ob = reduced_groups(c, input_packed), -(-o // LANES)
     hp, wp = h + pt + pb, w + pl + pr
     oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
     shift = 128 if data_dtype == "int8" else 0
 
     if input_packed:
-        data = te.placeholder(packed_shape(data_shape), "uint8", "data")
+        data = te.placeholder(layout.packed_shape(data_shape), "uint8", "data")
     else:
         data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
@@ -149,9 +155,9 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
              for i, a in enumerate(epilogue.tensor_operands())]
 
-    def pad_packed(i, ci, y, x, j):  # the input is packed already: only the border to add
+    def pad_packed(i, b, y, x, j):  # the input is packed already: only the border to add
         inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl)
-        return tvm.tirx.if_then_else(inside, data[i, ci, y - pt, x - pl, j],
+        return tvm.tirx.if_then_else(inside, data[i, b, y - pt, x - pl, j],
                                      tvm.tirx.const(shift, "uint8"))
 
     def pack(i, ci, y, x, j):
@@ -165,9 +171,18 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     reads_input = input_packed and pt == pl == pb == pr == 0
     if reads_input:  # already packed, nothing to pad: the reduction reads the input itself
         packed = data
-    else:
-        packed = te.compute((n, cb, hp, wp, GROUP), pad_packed if input_packed else pack,
+    elif input_packed:
+        packed = te.compute((n, -(-c // layout.BLOCK), hp, wp, layout.BLOCK), pad_packed,
                             name="data_packed")
+    else:
+        packed = te.compute((n, cb, hp, wp, GROUP), pack, name="data_packed")
+
+    def reduced(i, g, y, x, j):  # input channel 4 * g + j, from 16-channel or 4-channel blocks
+        if input_packed:
+            per_block = layout.BLOCK // GROUP
+            return packed[i, g // per_block, y, x, (g % per_block) * GROUP + j]
+        return packed[i, g, y, x, j]
+
     rc = te.reduce_axis((0, cb), "rc")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
@@ -175,7 +190,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     acc = te.compute(
         (n, ob, oh, ow, LANES),
         lambda i, bo, y, x, lo: te.sum(
-            packed[i, rc, y * sh + ry * dh, x * sw + rx * dw, rj].astype("int32")
+            reduced(i, rc, y * sh + ry * dh, x * sw + rx * dw, rj).astype("int32")
             * weight[bo, rc, ry, rx, lo, rj].astype("int32"), axis=[rc, ry, rx, rj]),
         name="acc")
 
@@ -184,20 +199,16 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                               epilogue_index(i, oc, y, x), extra)
 
     if output_packed:
-        if epilogue.dtype not in ("int8", "uint8"):
-            raise ValueError(f"a packed output holds int8/uint8 codes, the epilogue gives "
-                             f"{epilogue.dtype}")
-        out_shift = 128 if epilogue.dtype == "int8" else 0
+        out_shift = layout.code_shift(epilogue.dtype or "int32")
 
         def packed_result(i, q, y, x, j):
-            oc = q * GROUP + j
+            oc = q * layout.BLOCK + j
             value = result(i, te.min(oc, o - 1), y, x)
             if out_shift:
                 value = (value.astype("int32") + out_shift).astype("uint8")
             return tvm.tirx.if_then_else(oc < o, value, tvm.tirx.const(out_shift, "uint8"))
 
-        out = te.compute(packed_shape((n, o, oh, ow))[:2] + (oh, ow, GROUP), packed_result,
-                         name="out")
+        out = te.compute(layout.packed_shape((n, o, oh, ow)), packed_result, name="out")
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, out])
@@ -241,17 +252,11 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
 
 
 def _schedule_packed_out(sch: Schedule, out) -> None:
-    """The epilogue into the next kernel's layout: 16 channels (4 groups of 4) per vector,
-    each lane reading its own accumulator lane."""
+    """The epilogue into the blocked layout: one output block's 16 channels per vector, each
+    lane reading its own accumulator lane and writing its own byte, contiguously."""
     i, q, y, x, j = sch.get_loops(out)
-    if int(sch.get(q).extent) % (LANES // GROUP):
-        sch.parallel(sch.fuse(i, q, y))
-        sch.vectorize(j)
-        return
-    q_block, q_lane = sch.split(q, [None, LANES // GROUP])
-    sch.reorder(i, q_block, y, x, q_lane, j)
-    sch.parallel(sch.fuse(i, q_block, y))
-    sch.vectorize(sch.fuse(q_lane, j))
+    sch.parallel(sch.fuse(i, q, y))
+    sch.vectorize(j)
 
 
 def _schedule_unpack(sch: Schedule, out) -> None:
