@@ -138,7 +138,10 @@ def test_depthwise_kernel_matches_numpy(data_dtype, case):
 
 
 @pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
-@pytest.mark.parametrize("input_packed,output_packed", [(False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("input_packed,output_packed,output_padding", [
+    (False, True, (0, 0, 0, 0)), (True, False, (0, 0, 0, 0)), (True, True, (0, 0, 0, 0)),
+    (True, True, (1, 0, 2, 1)),       # a reader with (asymmetric) padding: the border written
+])
 @pytest.mark.parametrize("case", [
     # (channels, size, kernel, stride, padding t/l/b/r, dilation)
     (32, 9, 3, 1, (1, 1, 1, 1), 1),
@@ -147,9 +150,11 @@ def test_depthwise_kernel_matches_numpy(data_dtype, case):
     (5, 6, 3, 1, (0, 0, 0, 0), 1),    # nothing to pad, one partial block
     (16, 10, 3, 1, (2, 2, 2, 2), 2),
 ])
-def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed, case):
+def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed,
+                                         output_padding, case):
     # the blocked kernel in every layout combination it serves, with a requantizing epilogue
     from tvm_quant_ext.backend.cpu.depthwise import (depthwise_blocked_kernel,
+                                                     depthwise_shift_correction,
                                                      pack_depthwise_weight)
     from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
 
@@ -165,11 +170,13 @@ def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed
                          Step("relax.astype", (), "int8")])
     func = depthwise_blocked_kernel(x.shape, w.shape, data_dtype, (stride, stride), padding,
                                     (dil, dil), epilogue=epilogue, input_packed=input_packed,
-                                    output_packed=output_packed)
+                                    output_packed=output_packed, output_padding=output_padding)
     ref = np.clip((_depthwise_reference(x, w, stride, padding, dil) + bias) >> 7, -128, 127)
     ref = ref.astype("int8")
-    got = _run_kernel(func, to_blocked(x) if input_packed else x, pack_depthwise_weight(w), bias)
-    np.testing.assert_array_equal(got, to_blocked(ref) if output_packed else ref)
+    data = to_blocked(x, padding) if input_packed else x
+    got = _run_kernel(func, data, pack_depthwise_weight(w),
+                      depthwise_shift_correction(w, data_dtype), bias)
+    np.testing.assert_array_equal(got, to_blocked(ref, output_padding) if output_packed else ref)
     assert len(np.unique(ref)) > 10  # the epilogue neither saturates nor zeroes everything
 
 
@@ -189,15 +196,17 @@ def test_conv_to_conv_stays_packed(symmetric):
         np.testing.assert_array_equal(fused(image), unfused(image))
 
 
-def to_blocked(codes: np.ndarray) -> np.ndarray:
-    """NCHW int8/uint8 codes -> the blocked uint8 layout (signed codes + 128, padding channels
-    the shifted zero), written out plainly in numpy."""
+def to_blocked(codes: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:
+    """NCHW int8/uint8 codes -> the blocked uint8 layout (signed codes + 128; the border of
+    ``padding`` (top, left, bottom, right) and the padding channels the shifted zero), written
+    out plainly in numpy."""
     n, c, h, w = codes.shape
+    top, left, bottom, right = padding
     shift = 128 if codes.dtype == np.int8 else 0
     blocks = -(-c // 16)
-    out = np.full((n, blocks * 16, h, w), shift, np.int64)
-    out[:, :c] = codes.astype(np.int64) + shift
-    return out.reshape(n, blocks, 16, h, w).transpose(0, 1, 3, 4, 2).astype("uint8")
+    out = np.full((n, blocks * 16, h + top + bottom, w + left + right), shift, np.int64)
+    out[:, :c, top:top + h, left:left + w] = codes.astype(np.int64) + shift
+    return out.reshape(n, blocks, 16, *out.shape[2:]).transpose(0, 1, 3, 4, 2).astype("uint8")
 
 
 def _run_kernel(func, *arrays):
@@ -242,9 +251,10 @@ def test_packed_link_equals_nchw(case):
                     x, *first)
     expected = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, **conv), y, *second)
     packed = _run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype),
-                                            output_packed=True), x, *first)
-    assert packed.shape == packed_shape(y.shape)
-    np.testing.assert_array_equal(packed, to_blocked(y))
+                                            output_packed=True, output_padding=(pad,) * 4),
+                         x, *first)
+    assert packed.shape == packed_shape(y.shape, (pad,) * 4)
+    np.testing.assert_array_equal(packed, to_blocked(y, (pad,) * 4))  # the border written too
     got = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, input_packed=True, **conv),
                       packed, vnni.pack_weight(w2, input_packed=True), second[1])
     np.testing.assert_array_equal(got, expected)

@@ -115,19 +115,33 @@ def pack_depthwise_weight(weight: np.ndarray) -> np.ndarray:
                                 .transpose(0, 2, 3, 1))
 
 
+def depthwise_shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
+    """What the stored codes' +128 shift (int8 codes) adds to each channel's sum: the blocked
+    kernel multiplies the stored values and subtracts this, (C/16 * 16,) int32."""
+    c = weight.shape[0]
+    blocks = -(-c // layout.BLOCK)
+    correction = np.zeros(blocks * layout.BLOCK, "int32")
+    correction[:c] = layout.code_shift(data_dtype) * weight.astype(np.int64).sum(axis=(1, 2, 3))
+    return correction
+
+
 def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
                              padding=(0, 0, 0, 0), dilation=(1, 1),
                              epilogue: Optional[Epilogue] = None, input_packed: bool = False,
-                             output_packed: bool = False) -> tvm.tirx.PrimFunc:
-    """Depthwise conv2d over 16-channel blocks: (data, ``pack_depthwise_weight(w)``, *epilogue
-    tensors) -> out. ``data`` is NCHW ``data_dtype``, or with ``input_packed`` the blocked
-    uint8 tensor of those codes; ``out`` is NCHW (the epilogue's dtype, else int32), or with
-    ``output_packed`` the blocked uint8 tensor of the epilogue's int8/uint8 result.
+                             output_packed: bool = False,
+                             output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
+    """Depthwise conv2d over 16-channel blocks: (data, ``pack_depthwise_weight(w)``,
+    ``depthwise_shift_correction(w, data_dtype)``, *epilogue tensors) -> out. ``data`` is NCHW
+    ``data_dtype``, or with ``input_packed`` the blocked uint8 tensor of those codes, bordered
+    with this conv's ``padding``; ``out`` is NCHW (the epilogue's dtype, else int32), or with
+    ``output_packed`` the blocked uint8 tensor of the epilogue's int8/uint8 result, bordered
+    with ``output_padding`` (the reader's padding).
 
-    Schedule: the zero-padded input blocks (int16) are copied first, in parallel over rows;
-    then one parallel task per (image, channel block, output row) accumulates
-    ``REGISTER_BLOCK`` output columns of 16 lanes at a time, the taps unrolled, and applies
-    the epilogue to the 16 lanes."""
+    The taps multiply the stored (shifted) values, and the shift's share, a constant per
+    channel, is subtracted once. From a blocked input they read it as it is; from NCHW the
+    channels are first gathered into a padded int16 copy, in parallel over rows. One parallel
+    task per (image, channel block, output row) accumulates ``REGISTER_BLOCK`` output columns
+    of 16 lanes at a time, the taps unrolled, and applies the epilogue to the 16 lanes."""
     epilogue = epilogue or Epilogue()
     n, c, h, w = (int(v) for v in data_shape)
     _, _, kh, kw = (int(v) for v in weight_shape)
@@ -138,76 +152,81 @@ def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=
     oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
     lanes = layout.BLOCK
     blocks = -(-c // lanes)
-    in_shift = layout.code_shift(data_dtype)
+    shift = layout.code_shift(data_dtype)
 
     if input_packed:
-        data = te.placeholder(layout.packed_shape(data_shape), "uint8", "data")
+        data = te.placeholder(layout.packed_shape(data_shape, padding), "uint8", "data")
     else:
         data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((blocks, kh, kw, lanes), "int16", "weight")
+    correction = te.placeholder((blocks * lanes,), "int32", "correction")
     extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
              for i, a in enumerate(epilogue.tensor_operands())]
 
-    def code(i, b, y, x, lane):  # the int8/uint8 code of channel b * 16 + lane, as int16
-        if input_packed:
-            return data[i, b, y, x, lane].astype("int16") - tvm.tirx.const(in_shift, "int16")
-        ch = b * lanes + lane
-        value = data[i, te.min(ch, c - 1), y, x].astype("int16")
-        return tvm.tirx.if_then_else(ch < c, value, tvm.tirx.const(0, "int16"))
+    if input_packed:
+        stored = data
+    else:
+        def gather(i, b, y, x, lane):  # the stored value of channel b * 16 + lane, padded
+            ch, row, col = b * lanes + lane, y - pt, x - pl
+            inside = tvm.tirx.all(ch < c, row >= 0, row < h, col >= 0, col < w)
+            value = data[i, te.min(ch, c - 1), te.min(te.max(row, 0), h - 1),
+                         te.min(te.max(col, 0), w - 1)].astype("int16")
+            return tvm.tirx.if_then_else(inside, value + tvm.tirx.const(shift, "int16"),
+                                         tvm.tirx.const(shift, "int16"))
 
-    def pad(i, b, y, x, lane):
-        inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl)
-        return tvm.tirx.if_then_else(inside, code(i, b, y - pt, x - pl, lane),
-                                     tvm.tirx.const(0, "int16"))
-
-    padded = te.compute((n, blocks, hp, wp, lanes), pad, name="padded")
+        stored = te.compute((n, blocks, hp, wp, lanes), gather, name="padded")
 
     def accumulate(i, b, y, x, lane):
-        terms = [padded[i, b, y * sh + ry * dh, x * sw + rx * dw, lane].astype("int32")
+        terms = [stored[i, b, y * sh + ry * dh, x * sw + rx * dw, lane].astype("int32")
                  * weight[b, ry, rx, lane].astype("int32")
                  for ry in range(kh) for rx in range(kw)]
         total = terms[0]
         for term in terms[1:]:
             total = total + term
-        return total
+        return total - correction[b * lanes + lane]
 
     acc = te.compute((n, blocks, oh, ow, lanes), accumulate, name="acc")
     if output_packed:
-        out_shift = layout.code_shift(epilogue.dtype or "int32")
-
-        def result(i, b, y, x, lane):
-            ch = b * lanes + lane
-            value = epilogue.apply(acc[i, b, y, x, lane], (i, te.min(ch, c - 1), y, x), extra)
-            if out_shift:
-                value = (value.astype("int32") + out_shift).astype("uint8")
-            return tvm.tirx.if_then_else(ch < c, value.astype("uint8"),
-                                         tvm.tirx.const(out_shift, "uint8"))
-
-        out = te.compute((n, blocks, oh, ow, lanes), result, name="out")
+        out = layout.blocked_output(
+            lambda i, ch, y, x: epilogue.apply(acc[i, ch // lanes, y, x, ch % lanes],
+                                               (i, ch, y, x), extra),
+            (n, c, oh, ow), epilogue.dtype, output_padding)
     else:
         out = te.compute((n, c, oh, ow), lambda i, ch, y, x: epilogue.apply(
             acc[i, ch // lanes, y, x, ch % lanes], (i, ch, y, x), extra), name="out")
-    func = te.create_prim_func([data, weight, *extra, out])
+    func = te.create_prim_func([data, weight, correction, *extra, out])
 
     sch = Schedule(func)
-    pad_block, acc_block, out_block = (sch.get_sblock(b) for b in ("padded", "acc", "out"))
-    loops = sch.get_loops(pad_block)
-    sch.parallel(sch.fuse(*loops[:3]))
-    sch.vectorize(loops[-1])
-    if output_packed:
+    acc_block, out_block = sch.get_sblock("acc"), sch.get_sblock("out")
+    if not input_packed:
+        loops = sch.get_loops(sch.get_sblock("padded"))
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
+    return _schedule_blocked(sch, acc_block, out_block, c, ow, output_packed, output_padding)
+
+
+def _schedule_blocked(sch: Schedule, acc_block, out_block, channels: int, out_width: int,
+                      output_packed: bool, output_padding) -> tvm.tirx.PrimFunc:
+    lanes = layout.BLOCK
+    if output_packed and not any(output_padding):
         i, b, y, x, lane = sch.get_loops(out_block)
-    elif c % lanes == 0:
+    elif not output_packed and channels % lanes == 0:
         i, ch, y, x = sch.get_loops(out_block)
         b, lane = sch.split(ch, [None, lanes])
         sch.reorder(i, b, y, x, lane)
-    else:  # a partial last block: the accumulators are written out whole, then read per channel
+    else:
+        # a border to write (a reader with padding: rare, VNNI convs write most borders) or a
+        # partial last block of NCHW channels: the accumulators are written out whole, then
+        # read per output element
         loops = sch.get_loops(acc_block)
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])
-        i, ch, y, x = sch.get_loops(out_block)
-        sch.parallel(sch.fuse(i, ch, y))
+        loops = sch.get_loops(out_block)
+        sch.parallel(sch.fuse(*loops[:3]))
+        if output_packed:
+            sch.vectorize(loops[-1])
         return _finish(sch)
-    piece = max(d for d in range(1, min(ow, REGISTER_BLOCK) + 1) if ow % d == 0)
+    piece = max(d for d in range(1, min(out_width, REGISTER_BLOCK) + 1) if out_width % d == 0)
     x_outer, x_inner = sch.split(x, [None, piece])
     sch.parallel(sch.fuse(i, b, y))
     sch.compute_at(acc_block, x_outer)

@@ -27,7 +27,8 @@ from tvm import relax
 from ...graph import bindings, const_value, is_const, op_name, registrar, var_uses
 from ...layer_ops import LAYER_OPS
 from . import packed, vnni
-from .depthwise import depthwise_blocked_kernel, depthwise_kernel, pack_depthwise_weight
+from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
+                        pack_depthwise_weight)
 from .epilogue import EPILOGUE_OPS, Epilogue, step_of
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
@@ -69,9 +70,11 @@ class FuseOptions:
     depthwise: bool = True   # depthwise conv2d kernel
     epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
     packed_links: bool = True  # VNNI / depthwise conv -> such a conv: the blocked layout between
-    # per call, set by the rewrite: this layer's input comes packed / its output goes packed
+    # per call, set by the rewrite: this layer's input comes packed / its output goes packed,
+    # bordered with its reader's padding
     input_packed: bool = False
     output_packed: bool = False
+    output_padding: Tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
@@ -126,7 +129,8 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
         func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                   a.dilation, epilogue=epilogue,
                                   input_packed=options.input_packed,
-                                  output_packed=options.output_packed)
+                                  output_packed=options.output_packed,
+                                  output_padding=options.output_padding)
         consts = [vnni.pack_weight(weight, options.input_packed),
                   vnni.shift_correction(weight, data_dtype)]
         return _maybe_packed(LayerKernel(func, "conv2d_int8_vnni", consts, out_shape), options)
@@ -138,9 +142,10 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
         func = depthwise_blocked_kernel(data_shape, weight.shape, data_dtype, a.strides,
                                         a.padding, a.dilation, epilogue=epilogue,
                                         input_packed=options.input_packed,
-                                        output_packed=options.output_packed)
-        kernel = LayerKernel(func, "depthwise_conv2d_int8_blocked",
-                             [pack_depthwise_weight(weight)], out_shape)
+                                        output_packed=options.output_packed,
+                                        output_padding=options.output_padding)
+        consts = [pack_depthwise_weight(weight), depthwise_shift_correction(weight, data_dtype)]
+        kernel = LayerKernel(func, "depthwise_conv2d_int8_blocked", consts, out_shape)
         return _maybe_packed(kernel, options)
     if options.input_packed or options.output_packed:
         raise AssertionError("only VNNI and depthwise kernels link packed")  # _packed_links' rule
@@ -151,8 +156,8 @@ def _maybe_packed(kernel: LayerKernel, options: FuseOptions) -> LayerKernel:
     """A kernel that writes the blocked layout: its output is uint8 of the packed shape."""
     if not options.output_packed:
         return kernel
-    return replace(kernel, name=kernel.name + "_packed",
-                   out_shape=packed.packed_shape(kernel.out_shape), out_dtype="uint8")
+    return replace(kernel, name=kernel.name + "_packed", out_dtype="uint8",
+                   out_shape=packed.packed_shape(kernel.out_shape, options.output_padding))
 
 
 @register_layer("relax.matmul")
@@ -216,20 +221,21 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
 
 
 def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
-                  options: FuseOptions) -> set:
-    """Chain ends whose output can stay packed: read once, by a VNNI or depthwise conv chain's
-    layer, and made by one (an int8 / uint8 epilogue result)."""
+                  options: FuseOptions) -> Dict[relax.Var, Tuple[int, int, int, int]]:
+    """Chain ends whose output can stay packed, each with the padding of its reader: read
+    once, by a VNNI or depthwise conv chain's layer, and made by one (an int8 / uint8 epilogue
+    result)."""
     if not (options.vnni and options.epilogue and options.packed_links):
-        return set()
+        return {}
     uses = var_uses(func)
-    links = set()
+    links = {}
     for chain in chains.values():
         data = chain.layer.args[0]
         producer = chains.get(data)
         if (producer is not None and uses.get(data, 0) == 1
                 and links_packed(chain.layer, options) and links_packed(producer.layer, options)
                 and producer.epilogue.dtype in ("int8", "uint8")):
-            links.add(data)
+            links[data] = tuple(int(p) for p in chain.layer.attrs.padding)
     return links
 
 
@@ -239,7 +245,7 @@ class _FuseLayers(relax.PyExprMutator):
         super().__init__(mod)
         self.options = options
         self.ends: Dict[relax.Var, _Chain] = {}
-        self.links: set = set()               # chain ends that go out packed
+        self.links: Dict[relax.Var, Tuple] = {}  # chain ends that go out packed -> border
         self.packed: Dict[relax.Var, relax.Var] = {}  # such an end -> its packed tensor
         self.rewritten = 0
 
@@ -249,7 +255,8 @@ class _FuseLayers(relax.PyExprMutator):
         if chain is not None:
             rule = LAYER_KERNELS[op_name(chain.layer)]
             options = replace(self.options, input_packed=chain.layer.args[0] in self.packed,
-                              output_packed=binding.var in self.links)
+                              output_packed=binding.var in self.links,
+                              output_padding=self.links.get(binding.var, (0, 0, 0, 0)))
             kernel = rule(chain.layer, chain.epilogue, options)
         if kernel is None:
             return super().visit_var_binding_(binding)

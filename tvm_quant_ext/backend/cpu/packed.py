@@ -1,23 +1,30 @@
 """The blocked activation layout int8 layers hand each other on CPU: ``N x C/16 x H x W x 16c``
-uint8.
+uint8, with the reader's zero padding already in place.
 
 Sixteen channels of one pixel are one contiguous 16-byte vector, so a depthwise conv reads each
 tap as one vector load whatever its stride, and a VNNI conv still finds the four channels it
 reduces per ``vpdpbusd`` next to each other. Signed int8 codes are stored shifted by +128 (the
 VNNI kernel multiplies unsigned bytes); the channels past the tensor's last, up to the next
-multiple of 16, hold the shifted zero.
+multiple of 16, hold the shifted zero. The writer also writes the border the reading conv pads
+with (code 0, shifted), so the reader takes its taps from the tensor as it is: no padded copy
+of its input.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
+
+import tvm
+from tvm import te
 
 BLOCK = 16  # channels per block: one AVX-512 vector of int32 lanes, one 16-byte load
 
 
-def packed_shape(shape: Sequence[int]) -> Tuple[int, ...]:
-    """NCHW -> the ``N x C/16 x H x W x 16c`` shape."""
+def packed_shape(shape: Sequence[int], padding: Sequence[int] = (0, 0, 0, 0)) -> Tuple[int, ...]:
+    """NCHW -> the ``N x C/16 x H x W x 16c`` shape, with a border of ``padding`` (top, left,
+    bottom, right) rows and columns."""
     n, c, h, w = (int(v) for v in shape)
-    return (n, -(-c // BLOCK), h, w, BLOCK)
+    top, left, bottom, right = (int(v) for v in padding)
+    return (n, -(-c // BLOCK), h + top + bottom, w + left + right, BLOCK)
 
 
 def code_shift(dtype: str) -> int:
@@ -25,3 +32,24 @@ def code_shift(dtype: str) -> int:
     if dtype not in ("int8", "uint8"):
         raise ValueError(f"the packed layout holds int8/uint8 codes, not {dtype}")
     return 128 if dtype == "int8" else 0
+
+
+def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],
+                   padding: Sequence[int] = (0, 0, 0, 0), name: str = "out") -> te.Tensor:
+    """The blocked tensor of ``result(n, c, y, x)`` (an int8/uint8 code of the NCHW ``shape``):
+    codes shifted to uint8, with the border of ``padding`` and the padding channels holding
+    the shifted zero."""
+    n, c, h, w = (int(v) for v in shape)
+    top, left = int(padding[0]), int(padding[1])
+    shift = code_shift(dtype or "int32")
+
+    def blocked(i, b, y, x, lane):
+        ch, row, col = b * BLOCK + lane, y - top, x - left
+        inside = tvm.tirx.all(ch < c, row >= 0, row < h, col >= 0, col < w)
+        value = result(i, te.min(ch, c - 1), te.min(te.max(row, 0), h - 1),
+                       te.min(te.max(col, 0), w - 1))
+        if shift:
+            value = value.astype("int32") + shift
+        return tvm.tirx.if_then_else(inside, value.astype("uint8"), tvm.tirx.const(shift, "uint8"))
+
+    return te.compute(packed_shape(shape, padding), blocked, name=name)

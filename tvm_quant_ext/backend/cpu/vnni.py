@@ -123,17 +123,18 @@ def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None, input_packed: bool = False,
-                  output_packed: bool = False) -> tvm.tirx.PrimFunc:
+                  output_packed: bool = False, output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
     """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors)
     -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the epilogue runs
     on each unpacked accumulator element (``epilogue_index`` maps the NCHW output index to the
     index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer).
 
     Between two int8 layers the activation need not go back to NCHW: ``output_packed``
-    writes the (int8 / uint8) epilogue result in the blocked layout of ``packed.py``, and
-    ``input_packed`` takes such a tensor as ``data`` (``data_shape`` still the NCHW shape), so
-    the consumer only pads it, or, without padding, reduces over it directly; its weight then
-    comes from ``pack_weight(w, input_packed=True)``."""
+    writes the (int8 / uint8) epilogue result in the blocked layout of ``packed.py``, with a
+    border of ``output_padding`` (the reader's padding), and ``input_packed`` takes such a
+    tensor, bordered with this conv's ``padding``, as ``data`` (``data_shape`` still the
+    unpadded NCHW shape): the reduction reads it as it is. Its weight then comes from
+    ``pack_weight(w, input_packed=True)``."""
     epilogue = epilogue or Epilogue()
     epilogue_index = epilogue_index or (lambda *index: index)
     n, c, h, w = (int(v) for v in data_shape)
@@ -146,19 +147,14 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
     shift = 128 if data_dtype == "int8" else 0
 
-    if input_packed:
-        data = te.placeholder(layout.packed_shape(data_shape), "uint8", "data")
+    if input_packed:  # the writer laid out this conv's padding too
+        data = te.placeholder(layout.packed_shape(data_shape, padding), "uint8", "data")
     else:
         data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
     correction = te.placeholder((o,), "int32", "correction")
     extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
              for i, a in enumerate(epilogue.tensor_operands())]
-
-    def pad_packed(i, b, y, x, j):  # the input is packed already: only the border to add
-        inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl)
-        return tvm.tirx.if_then_else(inside, data[i, b, y - pt, x - pl, j],
-                                     tvm.tirx.const(shift, "uint8"))
 
     def pack(i, ci, y, x, j):
         ch = ci * GROUP + j
@@ -168,12 +164,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
             value = (value.astype("int32") + shift).astype("uint8")
         return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(shift, "uint8"))
 
-    reads_input = input_packed and pt == pl == pb == pr == 0
-    if reads_input:  # already packed, nothing to pad: the reduction reads the input itself
+    if input_packed:  # packed and padded already: the reduction reads the input itself
         packed = data
-    elif input_packed:
-        packed = te.compute((n, -(-c // layout.BLOCK), hp, wp, layout.BLOCK), pad_packed,
-                            name="data_packed")
     else:
         packed = te.compute((n, cb, hp, wp, GROUP), pack, name="data_packed")
 
@@ -199,20 +191,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                               epilogue_index(i, oc, y, x), extra)
 
     if output_packed:
-        out_shift = layout.code_shift(epilogue.dtype or "int32")
-
-        def packed_result(i, q, y, x, j):
-            oc = q * layout.BLOCK + j
-            value = result(i, te.min(oc, o - 1), y, x)
-            if out_shift:
-                value = (value.astype("int32") + out_shift).astype("uint8")
-            return tvm.tirx.if_then_else(oc < o, value, tvm.tirx.const(out_shift, "uint8"))
-
-        out = te.compute(layout.packed_shape((n, o, oh, ow)), packed_result, name="out")
+        out = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, output_padding)
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, out])
-    func = _schedule(func, ow, ob, reads_input, output_packed).without_attr("global_symbol")
+    func = _schedule(func, ow, ob, input_packed, output_packed).without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
 
 
