@@ -29,6 +29,7 @@ from tvm import relax  # noqa: E402
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
 from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
 from tvm_quant_ext.backend.tune import tune  # noqa: E402
+from tvm_quant_ext.backend.cpu.fuse import MACS_ATTR  # noqa: E402
 from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
 from tvm_quant_ext.backend import threads  # noqa: E402
 
@@ -60,22 +61,10 @@ def time_kernel(func, target, runs=5) -> float:
     return lib.mod.time_evaluator("main", tvm.cpu(), number=runs, repeat=3)(*args).median * 1e3
 
 
-def _channels(shape) -> int:
-    """Channels of an NCHW tensor, or of a blocked N x C/16 x H x W x 16 one (whose padding
-    channels up to the next 16 then count too)."""
-    return shape[1] * (shape[4] if len(shape) == 5 else 1)
-
-
-def kernel_macs(name: str, func) -> int:
-    """Multiply-accumulates of one call of a fused int8 layer kernel (0 for anything else)."""
-    shapes = [[int(d) for d in p.shape] for p in func.params]
-    data, weight, out = shapes[0], shapes[1], shapes[-1]
-    if "vnni" in name:  # weight: O/16 x C/4 x KH x KW x 16 x 4
-        return data[0] * _channels(data) * _channels(out) * out[2] * out[3] * weight[2] * weight[3]
-    if "depthwise" in name:
-        kh, kw = _depthwise_window(name, weight)
-        return out[0] * _channels(out) * out[2] * out[3] * kh * kw
-    return 0
+def kernel_macs(func) -> int:
+    """Multiply-accumulates of one call of a fused int8 layer kernel (0 for anything else),
+    as the fuse pass recorded them from the layer's own shapes."""
+    return int(func.attrs[MACS_ATTR]) if func.attrs and MACS_ATTR in func.attrs else 0
 
 
 def _depthwise_window(name: str, weight):
@@ -139,7 +128,7 @@ def main(argv=None):
             ms = time_kernel(func, target) * counts[name]
             per_kernel[name] = ms
             per_kind[kind_of(name)] += ms
-            macs[name] = kernel_macs(name, func) * counts[name]
+            macs[name] = kernel_macs(func) * counts[name]
             windows[name] = kernel_window(name, func)
     peak = None
     if args.peak:

@@ -101,7 +101,7 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
 
 
 # output columns whose accumulators stay in registers while the taps' weights are reused
-REGISTER_BLOCK = 4
+REGISTER_BLOCK = 8
 
 
 def pack_depthwise_weight(weight: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_sh
 from .epilogue import EPILOGUE_OPS, Epilogue, step_of
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
+MACS_ATTR = "tvm_quant_ext.macs"  # a fused layer kernel's multiply-accumulates per call
 
 
 # -- layer kernels ----------------------------------------------------------------------------
@@ -178,6 +179,15 @@ def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[La
                        reshape_to=(rows, weight.shape[0]))
 
 
+def layer_macs(call: relax.Call) -> int:
+    """Multiply-accumulates of a conv2d (NCHW / OIHW, any groups) or (N, K) x (K, M) matmul."""
+    weight = [int(d) for d in call.args[1].ty.shape]
+    outputs = int(np.prod([int(d) for d in call.ty.shape]))
+    if op_name(call) == "relax.matmul":
+        return outputs * weight[0]
+    return outputs * weight[1] * weight[2] * weight[3]  # (O, C / groups, KH, KW)
+
+
 # -- the rewrite ------------------------------------------------------------------------------
 @dataclass
 class _Chain:
@@ -261,7 +271,9 @@ class _FuseLayers(relax.PyExprMutator):
         if kernel is None:
             return super().visit_var_binding_(binding)
         # opaque to FuseOps: a scheduled kernel must not be merged into its neighbours
-        gv = self.builder_.add_func(kernel.func.with_attr("op_pattern", OPAQUE), kernel.name)
+        func = kernel.func.with_attr("op_pattern", OPAQUE).with_attr(
+            MACS_ATTR, layer_macs(chain.layer))
+        gv = self.builder_.add_func(func, kernel.name)
         if options.input_packed:
             data = self.packed[chain.layer.args[0]]
         else:

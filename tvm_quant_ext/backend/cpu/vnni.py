@@ -195,12 +195,14 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, out])
-    func = _schedule(func, ow, ob, input_packed, output_packed).without_attr("global_symbol")
+    func = _schedule(func, ow, ob, input_packed, output_packed,
+                     bordered=any(int(v) for v in output_padding)).without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
 
 
 def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
-              reads_input: bool = False, output_packed: bool = False) -> tvm.tirx.PrimFunc:
+              reads_input: bool = False, output_packed: bool = False,
+              bordered: bool = False) -> tvm.tirx.PrimFunc:
     _ensure_intrinsic()
     sch = Schedule(func)
     block = REGISTER_BLOCK
@@ -227,11 +229,23 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
         loops = sch.get_loops(sch.get_sblock("data_packed"))
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])
-    if output_packed:
-        _schedule_packed_out(sch, sch.get_sblock("out"))
+    out = sch.get_sblock("out")
+    if not bordered and (output_packed or out_blocks * LANES == _out_channels(sch, out)):
+        # the epilogue of each register block right after its accumulation: the int32
+        # accumulators are then only a register block's worth of memory (buffers are
+        # allocated where they are used), not the whole output's, written out and read back
+        # (for a 1x1 conv over few channels that round trip took longer than the products)
+        sch.reverse_compute_at(out, x_outer)
+        sch.vectorize(sch.get_loops(out)[-1])
+    elif output_packed:
+        _schedule_packed_out(sch, out)
     else:
-        _schedule_unpack(sch, sch.get_sblock("out"))
+        _schedule_unpack(sch, out)
     return sch.mod["main"]
+
+
+def _out_channels(sch: Schedule, out) -> int:
+    return int(sch.get(sch.get_loops(out)[1]).extent)
 
 
 def _schedule_packed_out(sch: Schedule, out) -> None:
