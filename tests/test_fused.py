@@ -225,6 +225,8 @@ def _run_kernel(func, *arrays):
     (16, 32, 16, 8, 1, 0, 1, "int8"),    # no padding: the consumer reads the packed input
     (5, 16, 7, 6, 3, 1, 2, "uint8"),     # unsigned codes, stride 2
     (16, 48, 32, 7, 1, 0, 1, "uint8"),
+    (8, 32, 16, 30, 3, 1, 1, "int8"),    # a plane large enough that the writer computes the border
+    (8, 20, 16, 28, 3, 1, 2, "uint8"),   # ... with a partial channel block, stride 2
 ])
 def test_packed_link_equals_nchw(case):
     from tvm_quant_ext.backend.cpu import vnni
