@@ -183,7 +183,7 @@ def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed
 @needs_vnni
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_conv_to_conv_stays_packed(symmetric):
-    # a VNNI conv whose only reader is another VNNI conv hands over NC/4HW4c, not NCHW
+    # a VNNI conv whose only reader is another VNNI conv hands over the blocked layout, not NCHW
     mod, params = tiny_resnet()
     qmod = _quantized((mod, params), (1, 3, 16, 16), symmetric=symmetric)
     names = _call_tir_names(lower(qmod, tvm.target.Target(VNNI_TARGET)))
