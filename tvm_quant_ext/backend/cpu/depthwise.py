@@ -25,6 +25,18 @@ from .epilogue import Epilogue
 VECTOR_LANES = 16  # int32 lanes of an AVX-512 register
 
 
+def _geometry(data_shape, weight_shape, strides, padding, dilation):
+    """(n, c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, padded h, padded w, out h, out w)."""
+    n, c, h, w = (int(v) for v in data_shape)
+    kh, kw = (int(v) for v in weight_shape[2:])
+    sh, sw = (int(v) for v in strides)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    dh, dw = (int(v) for v in dilation)
+    hp, wp = h + pt + pb, w + pl + pr
+    oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    return n, c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, hp, wp, oh, ow
+
+
 def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
                      padding=(0, 0, 0, 0), dilation=(1, 1),
                      epilogue: Optional[Epilogue] = None) -> tvm.tirx.PrimFunc:
@@ -34,13 +46,8 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
     Schedule: one parallel task per (image, channel): the channel's zero-padded plane is copied
     to a small int32 buffer, then each output row (taps and epilogue) is computed vectorized."""
     epilogue = epilogue or Epilogue()
-    n, c, h, w = (int(v) for v in data_shape)
-    _, _, kh, kw = (int(v) for v in weight_shape)
-    sh, sw = (int(v) for v in strides)
-    pt, pl, pb, pr = (int(v) for v in padding)
-    dh, dw = (int(v) for v in dilation)
-    hp, wp = h + pt + pb, w + pl + pr
-    oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    n, c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, hp, wp, oh, ow = _geometry(
+        data_shape, weight_shape, strides, padding, dilation)
 
     data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((c, 1, kh, kw), "int8", "weight")
@@ -143,13 +150,8 @@ def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=
     task per (image, channel block, output row) accumulates ``REGISTER_BLOCK`` output columns
     of 16 lanes at a time, the taps unrolled, and applies the epilogue to the 16 lanes."""
     epilogue = epilogue or Epilogue()
-    n, c, h, w = (int(v) for v in data_shape)
-    _, _, kh, kw = (int(v) for v in weight_shape)
-    sh, sw = (int(v) for v in strides)
-    pt, pl, pb, pr = (int(v) for v in padding)
-    dh, dw = (int(v) for v in dilation)
-    hp, wp = h + pt + pb, w + pl + pr
-    oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+    n, c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, hp, wp, oh, ow = _geometry(
+        data_shape, weight_shape, strides, padding, dilation)
     lanes = layout.BLOCK
     blocks = -(-c // lanes)
     shift = layout.code_shift(data_dtype)
