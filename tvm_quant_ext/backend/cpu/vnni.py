@@ -10,7 +10,7 @@ a ``call_tir`` of one scheduled kernel that
 1. packs the activation to ``NC[H][W]4c`` uint8 (padding included); a signed int8 activation is
    shifted by +128 into uint8 on the way, which the kernel undoes by subtracting
    ``128 * sum(w)`` per output channel (a compile-time constant), so the result is exact
-   (an input in the blocked layout of ``packed.py`` is shifted already: it is only padded);
+   (an input in the blocked layout of ``packed.py`` comes shifted and padded: it is read as is);
 2. accumulates ``acc[n, O/16, oh, ow, 16o]`` with the weight pre-packed at compile time to
    ``O/16 x C/4 x KH x KW x 16o x 4c``, the inner 16x4 block tensorized onto ``vpdpbusd``
    and ``ow`` register-blocked;
@@ -201,7 +201,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
 
 
 def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
-              reads_input: bool = False, output_packed: bool = False,
+              input_packed: bool = False, output_packed: bool = False,
               bordered: bool = False) -> tvm.tirx.PrimFunc:
     _ensure_intrinsic()
     sch = Schedule(func)
@@ -225,7 +225,7 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
     sch.vectorize(sch.get_loops(write_back)[-1])
     sch.vectorize(sch.get_loops(init)[-1])
 
-    if not reads_input:
+    if not input_packed:  # the NCHW input's pack stage
         loops = sch.get_loops(sch.get_sblock("data_packed"))
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])
