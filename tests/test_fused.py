@@ -231,7 +231,7 @@ def _run_kernel(func, *arrays):
 def test_packed_link_equals_nchw(case):
     from tvm_quant_ext.backend.cpu import vnni
     from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
-    from tvm_quant_ext.backend.cpu.packed import packed_shape
+    from tvm_quant_ext.backend.cpu.packed import packed_shape, shift_correction
 
     c, mid, o, size, k, pad, stride, dtype = case
     lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
@@ -246,8 +246,8 @@ def test_packed_link_equals_nchw(case):
     x = rng.integers(-128, 128, (1, c, size, size)).astype("int8")
     w1 = rng.integers(-127, 128, (mid, c, 1, 1)).astype("int8")
     w2 = rng.integers(-127, 128, (o, mid, k, k)).astype("int8")
-    first = [vnni.pack_weight(w1), vnni.shift_correction(w1, "int8")]
-    second = [vnni.pack_weight(w2), vnni.shift_correction(w2, dtype)]
+    first = [vnni.pack_weight(w1), shift_correction(w1, "int8")]
+    second = [vnni.pack_weight(w2), shift_correction(w2, dtype)]
     conv = dict(strides=(stride, stride), padding=(pad,) * 4, epilogue=requantize("int8"))
     y = _run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype)),
                     x, *first)

@@ -70,10 +70,7 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
         # stays a plain spatial block, so its row can be vectorized with the epilogue
         terms = [padded[i, ch, y * sh + ry * dh, (rx * dw) % sw, x + (rx * dw) // sw]
                  * weight[ch, 0, ry, rx].astype("int32") for ry in range(kh) for rx in range(kw)]
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        return total
+        return sum(terms[1:], terms[0])
 
     # the taps summed in an int32 stage of their own: written as one expression with the
     # epilogue, the epilogue's first cast to int64 is pushed into every term by the simplifier
@@ -126,10 +123,7 @@ def depthwise_shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarra
     """What the stored codes' +128 shift (int8 codes) adds to each channel's sum: the blocked
     kernel multiplies the stored values and subtracts this, (C/16 * 16,) int32."""
     c = weight.shape[0]
-    blocks = -(-c // layout.BLOCK)
-    correction = np.zeros(blocks * layout.BLOCK, "int32")
-    correction[:c] = layout.code_shift(data_dtype) * weight.astype(np.int64).sum(axis=(1, 2, 3))
-    return correction
+    return np.pad(layout.shift_correction(weight, data_dtype), (0, -c % layout.BLOCK))
 
 
 def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
@@ -182,10 +176,7 @@ def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=
         terms = [stored[i, b, y * sh + ry * dh, x * sw + rx * dw, lane].astype("int32")
                  * weight[b, ry, rx, lane].astype("int32")
                  for ry in range(kh) for rx in range(kw)]
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        return total - correction[b * lanes + lane]
+        return sum(terms[1:], terms[0]) - correction[b * lanes + lane]
 
     acc = te.compute((n, blocks, oh, ow, lanes), accumulate, name="acc")
     if output_packed:

@@ -133,7 +133,7 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
                                   output_packed=options.output_packed,
                                   output_padding=options.output_padding)
         consts = [vnni.pack_weight(weight, options.input_packed),
-                  vnni.shift_correction(weight, data_dtype)]
+                  packed.shift_correction(weight, data_dtype)]
         return _maybe_packed(LayerKernel(func, "conv2d_int8_vnni", consts, out_shape), options)
     if on_depthwise(call, options):
         if not (options.input_packed or options.output_packed):
@@ -174,7 +174,7 @@ def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[La
     # the kernel computes (rows, M, 1, 1); the epilogue indexes the layer's (rows, M)
     func = vnni.conv2d_kernel((rows, k, 1, 1), weight.shape, data_dtype, epilogue=epilogue,
                               epilogue_index=lambda i, oc, y, x: (i, oc))
-    consts = [vnni.pack_weight(weight), vnni.shift_correction(weight, data_dtype)]
+    consts = [vnni.pack_weight(weight), packed.shift_correction(weight, data_dtype)]
     return LayerKernel(func, "dense_int8_vnni", consts, (rows, weight.shape[0], 1, 1),
                        reshape_to=(rows, weight.shape[0]))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Tuple
 
+import numpy as np
 import tvm
 from tvm import te
 
@@ -32,6 +33,14 @@ def code_shift(dtype: str) -> int:
     if dtype not in ("int8", "uint8"):
         raise ValueError(f"the packed layout holds int8/uint8 codes, not {dtype}")
     return 128 if dtype == "int8" else 0
+
+
+def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
+    """What the +128 shift of signed codes adds to each output channel's sum of products
+    ((out channels, ...) int8 weights; 0 for uint8 codes), int32: kernels that multiply the
+    stored (shifted) values subtract it."""
+    sums = weight.astype(np.int64).reshape(weight.shape[0], -1).sum(axis=1)
+    return (code_shift(data_dtype) * sums).astype("int32")
 
 
 def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],

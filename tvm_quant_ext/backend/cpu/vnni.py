@@ -113,13 +113,6 @@ def pack_weight(weight: np.ndarray, input_packed: bool = False) -> np.ndarray:
         padded.reshape(ob, LANES, cb, GROUP, kh, kw).transpose(0, 2, 4, 5, 1, 3))
 
 
-def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
-    """What the +128 shift of a signed activation adds per output channel (0 for uint8)."""
-    if data_dtype == "uint8":
-        return np.zeros(weight.shape[0], "int32")
-    return (128 * weight.astype(np.int64).sum(axis=(1, 2, 3))).astype("int32")
-
-
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None, input_packed: bool = False,
@@ -145,7 +138,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     cb, ob = reduced_groups(c, input_packed), -(-o // LANES)
     hp, wp = h + pt + pb, w + pl + pr
     oh, ow = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
-    shift = 128 if data_dtype == "int8" else 0
+    shift = layout.code_shift(data_dtype)
 
     if input_packed:  # the writer laid out this conv's padding too
         data = te.placeholder(layout.packed_shape(data_shape, padding), "uint8", "data")
