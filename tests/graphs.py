@@ -175,3 +175,47 @@ def conv_dw_conv(seed: int = 0, channels: int = 6, spread: float = 3.0, relu6: b
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get(), params
+
+
+def residual_stack(seed: int = 0, channels: int = 20, size: int = 12, classes: int = 5):
+    """stem 3x3 conv -> an identity residual block (3x3 conv -> 1x1 conv, + its input) -> a
+    projection block (3x3 stride-2 conv -> 1x1 conv, + a 1x1 stride-2 conv of its input) ->
+    global average pool -> dense. Each block's input is read by a padded 3x3 conv and by the
+    add (or the projection), the case where one blocked tensor has a border and two readers;
+    20 channels leave a partial 16-channel block."""
+    rng = np.random.default_rng(seed)
+    c = channels
+    shapes = {"stem.weight": (c, 3, 3, 3), "stem.bias": (c,),
+              "a.conv1.weight": (c, c, 3, 3), "a.conv1.bias": (c,),
+              "a.conv2.weight": (c, c, 1, 1), "a.conv2.bias": (c,),
+              "b.conv1.weight": (2 * c, c, 3, 3), "b.conv1.bias": (2 * c,),
+              "b.conv2.weight": (2 * c, 2 * c, 1, 1), "b.conv2.bias": (2 * c,),
+              "b.proj.weight": (2 * c, c, 1, 1), "b.proj.bias": (2 * c,),
+              "fc.weight": (classes, 2 * c), "fc.bias": (classes,)}
+    params = {}
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 4
+        params[name] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype("float32")
+    data = _param("data", (1, 3, size, size))
+    pv = {name: _param(name, shape) for name, shape in shapes.items()}
+    bb = relax.BlockBuilder()
+    op = relax.op
+
+    def conv(x, name, stride=1, padding=0):
+        out = int(shapes[name + ".weight"][0])
+        y = bb.emit(op.nn.conv2d(x, pv[name + ".weight"], strides=[stride, stride],
+                                 padding=[padding] * 4))
+        return bb.emit(op.add(y, op.reshape(pv[name + ".bias"], [1, out, 1, 1])))
+
+    with bb.function("main", [data] + list(pv.values())):
+        with bb.dataflow():
+            x = bb.emit(op.nn.relu(conv(data, "stem", padding=1)))
+            y = conv(bb.emit(op.nn.relu(conv(x, "a.conv1", padding=1))), "a.conv2")
+            x = bb.emit(op.nn.relu(bb.emit(op.add(x, y))))
+            y = conv(bb.emit(op.nn.relu(conv(x, "b.conv1", stride=2, padding=1))), "b.conv2")
+            x = bb.emit(op.nn.relu(bb.emit(op.add(y, conv(x, "b.proj", stride=2)))))
+            x = bb.emit(op.mean(x, axis=[2, 3]))
+            x = bb.emit(op.matmul(x, op.permute_dims(pv["fc.weight"])))
+            out = bb.emit_output(bb.emit(op.add(x, pv["fc.bias"])))
+        bb.emit_func_output(out)
+    return bb.get(), params

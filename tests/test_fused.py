@@ -12,7 +12,7 @@ import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
-from graphs import depthwise_block, tiny_resnet
+from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
 
 VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
@@ -194,6 +194,48 @@ def test_conv_to_conv_stays_packed(symmetric):
     for _ in range(3):
         image = rng.standard_normal((1, 3, 16, 16)).astype("float32")
         np.testing.assert_array_equal(fused(image), unfused(image))
+
+
+def _kernel_args(mod, name):
+    """The shapes of the parameters of kernel ``name``'s one call in ``main``, data first."""
+    calls = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if (
+        isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.call_tir"
+        and e.args[0].name_hint == name) else None)
+    assert len(calls) == 1, (name, len(calls))
+    return [tuple(int(d) for d in a.ty.shape) for a in calls[0].args[1].fields]
+
+
+@needs_vnni
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_residual_add_runs_in_the_conv_epilogue(symmetric):
+    # both adds of residual_stack (identity and projection shortcut) are read inside the
+    # kernel of the conv before them: no elementwise kernel between the convs, every block
+    # input stays blocked (with the 3x3 reader's border) and the logits are bit-identical
+    qmod = _quantized(residual_stack(), (1, 3, 12, 12), symmetric)
+    lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
+    names = _call_tir_names(lowered)
+    convs = [n for n in names if "vnni" in n]
+    assert len(convs) == 7, names  # stem, 2 + 3 block convs, the dense layer
+    between = names[names.index(convs[0]):names.index(convs[-2]) + 1]
+    assert between == convs[:-1], names  # nothing but convs from the stem to the last block
+    # each block input is one blocked tensor (20 channels -> 2 blocks) with the 3x3 reader's
+    # border of 1, which the unpadded projection conv reads too (from inside the border), and
+    # the identity block's second conv reads it as its side
+    bordered = (1, 2, 14, 14, 16)
+    inputs = [_kernel_args(lowered, n)[0] for n in convs[:-1]]
+    assert inputs.count(bordered) == 3, inputs  # the two 3x3 convs and the projection
+    assert _kernel_args(lowered, convs[2])[-1] == bordered
+    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
+    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    no_sides = tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False), VNNI_TARGET)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        image = rng.standard_normal((1, 3, 12, 12)).astype("float32") * 2
+        expected = unfused(image)
+        np.testing.assert_array_equal(fused(image), expected)
+        np.testing.assert_array_equal(no_sides(image), expected)
+    assert len(np.unique(expected)) > 1
 
 
 def to_blocked(codes: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:

@@ -51,8 +51,7 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
 
     data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((c, 1, kh, kw), "int8", "weight")
-    extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
-             for i, a in enumerate(epilogue.tensor_operands())]
+    extra, sides = epilogue.placeholders()
     # the padded plane split into ``sw`` column phases, ``padded[.., y, p, q]`` = column
     # ``q * sw + p``: with stride 2 the taps of a row of outputs then read contiguous memory
     wq = -(-wp // sw)
@@ -77,8 +76,8 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
     # and the whole sum runs on int64 vectors (half the lanes, twice the instructions)
     acc = te.compute((n, c, oh, ow), accumulate, name="acc")
     out = te.compute((n, c, oh, ow),
-                     lambda *index: epilogue.apply(acc[index], index, extra), name="out")
-    func = te.create_prim_func([data, weight, *extra, out])
+                     lambda *index: epilogue.apply(acc[index], index, extra, sides), name="out")
+    func = te.create_prim_func([data, weight, *extra, *sides, out])
 
     sch = Schedule(func)
     out_block, pad_block = sch.get_sblock("out"), sch.get_sblock("padded")
@@ -129,12 +128,12 @@ def depthwise_shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarra
 def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
                              padding=(0, 0, 0, 0), dilation=(1, 1),
                              epilogue: Optional[Epilogue] = None, input_packed: bool = False,
-                             output_packed: bool = False,
+                             input_border=None, output_packed: bool = False,
                              output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
     """Depthwise conv2d over 16-channel blocks: (data, ``pack_depthwise_weight(w)``,
     ``depthwise_shift_correction(w, data_dtype)``, *epilogue tensors) -> out. ``data`` is NCHW
     ``data_dtype``, or with ``input_packed`` the blocked uint8 tensor of those codes, bordered
-    with this conv's ``padding``; ``out`` is NCHW (the epilogue's dtype, else int32), or with
+    with this conv's ``padding`` (or the wider ``input_border``); ``out`` is NCHW (the epilogue's dtype, else int32), or with
     ``output_packed`` the blocked uint8 tensor of the epilogue's int8/uint8 result, bordered
     with ``output_padding`` (the reader's padding).
 
@@ -150,14 +149,16 @@ def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=
     blocks = -(-c // lanes)
     shift = layout.code_shift(data_dtype)
 
+    offset_y = offset_x = 0
     if input_packed:
-        data = te.placeholder(layout.packed_shape(data_shape, padding), "uint8", "data")
+        border = tuple(input_border or padding)
+        offset_y, offset_x = layout.read_offset(border, padding)
+        data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
     else:
         data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((blocks, kh, kw, lanes), "int16", "weight")
     correction = te.placeholder((blocks * lanes,), "int32", "correction")
-    extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
-             for i, a in enumerate(epilogue.tensor_operands())]
+    extra, sides = epilogue.placeholders()
 
     if input_packed:
         stored = data
@@ -173,7 +174,8 @@ def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=
         stored = te.compute((n, blocks, hp, wp, lanes), gather, name="padded")
 
     def accumulate(i, b, y, x, lane):
-        terms = [stored[i, b, y * sh + ry * dh, x * sw + rx * dw, lane].astype("int32")
+        terms = [stored[i, b, offset_y + y * sh + ry * dh, offset_x + x * sw + rx * dw, lane]
+                 .astype("int32")
                  * weight[b, ry, rx, lane].astype("int32")
                  for ry in range(kh) for rx in range(kw)]
         return sum(terms[1:], terms[0]) - correction[b * lanes + lane]
@@ -182,12 +184,12 @@ def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=
     if output_packed:
         out = layout.blocked_output(
             lambda i, ch, y, x: epilogue.apply(acc[i, ch // lanes, y, x, ch % lanes],
-                                               (i, ch, y, x), extra),
+                                               (i, ch, y, x), extra, sides),
             (n, c, oh, ow), epilogue.dtype, output_padding)
     else:
         out = te.compute((n, c, oh, ow), lambda i, ch, y, x: epilogue.apply(
-            acc[i, ch // lanes, y, x, ch % lanes], (i, ch, y, x), extra), name="out")
-    func = te.create_prim_func([data, weight, correction, *extra, out])
+            acc[i, ch // lanes, y, x, ch % lanes], (i, ch, y, x), extra, sides), name="out")
+    func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
 
     sch = Schedule(func)
     acc_block, out_block = sch.get_sblock("acc"), sch.get_sblock("out")

@@ -14,10 +14,16 @@ unfused graph by construction.
 
 One entry per op in ``EPILOGUE_OPS``: how to read its operands from the call (constant
 tensors, clip bounds, nothing) and how to apply it to a TE value.
+
+A step may also combine the running value with a second tensor of the layer's shape (a
+``Side``): a residual add's other branch, read at the same output element and taken through its
+own chain of constant steps (the realize's rescale of the shortcut). The kernel then takes that
+tensor as one more argument, in NCHW or, when its writer hands it over blocked, in the blocked
+layout of ``packed.py``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -25,18 +31,34 @@ import tvm
 from tvm import relax, te
 
 from ...graph import const_value, is_const, op_name, registrar
+from . import packed
 
 INTEGER_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "int64")
 
 
+@dataclass(frozen=True)
+class Side:
+    """A second tensor a step combines with: ``source`` (a graph variable of the layer's shape,
+    ``dtype``) read at the output element, then ``chain``'s steps (constant operands only).
+    ``blocked``: None when the kernel reads it in NCHW, else the border (top, left, bottom,
+    right) of the blocked tensor its writer hands over."""
+
+    source: object  # relax.Var
+    dtype: str
+    chain: "Epilogue"
+    blocked: Optional[Tuple[int, int, int, int]] = None
+
+
 @dataclass
 class Step:
-    """One elementwise op of the chain: ``op`` applied to (running value, *operands)."""
+    """One elementwise op of the chain: ``op`` applied to (running value, *operands), or, with
+    ``side``, to (running value, the side's value)."""
 
     op: str
     operands: Tuple[np.ndarray, ...]  # constant operands (numpy, the op's dtype)
     dtype: str                        # result dtype
     attrs: Tuple = ()                 # clip bounds
+    side: Optional[Side] = None
 
 
 # read(call) -> (operands, attrs), or None when the call's operands are not ones a kernel can
@@ -129,14 +151,61 @@ class Epilogue:
         return self.steps[-1].dtype if self.steps else None
 
     def tensor_operands(self) -> List[np.ndarray]:
-        """Operands that are not scalars: they become kernel arguments, in this order."""
-        return [a for s in self.steps for a in s.operands if a.size > 1]
+        """Operands that are not scalars: they become kernel arguments, in this order (a side
+        chain's where its step is)."""
+        out = []
+        for s in self.steps:
+            if s.side is not None:
+                out += s.side.chain.tensor_operands()
+            out += [a for a in s.operands if a.size > 1]
+        return out
 
-    def apply(self, value, index: Sequence, placeholders: Sequence[te.Tensor]):
-        """``value`` (the accumulator at output ``index``) through every step."""
-        tensors = iter(placeholders)
+    def sides(self) -> List[Side]:
+        """The second tensors the steps read: kernel arguments after the tensor operands."""
+        return [s.side for s in self.steps if s.side is not None]
+
+    def placeholders(self) -> Tuple[List[te.Tensor], List[te.Tensor]]:
+        """A kernel's arguments for this chain: (tensor operands, side tensors), as
+        ``apply`` reads them."""
+        extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
+                 for i, a in enumerate(self.tensor_operands())]
+        sides = []
+        for k, side in enumerate(self.sides()):
+            shape = [int(d) for d in side.source.ty.shape]
+            if side.blocked is not None:
+                sides.append(te.placeholder(packed.packed_shape(shape, side.blocked), "uint8",
+                                            f"side{k}"))
+            else:
+                sides.append(te.placeholder(shape, side.dtype, f"side{k}"))
+        return extra, sides
+
+    def with_blocked_sides(self, borders) -> "Epilogue":
+        """This chain with each side's source read blocked (``borders[source]``: its border)
+        where ``borders`` has it."""
+        steps = []
+        for s in self.steps:
+            if s.side is not None and s.side.source in borders:
+                s = replace(s, side=replace(s.side, blocked=borders[s.side.source]))
+            steps.append(s)
+        return Epilogue(steps)
+
+    def apply(self, value, index: Sequence, placeholders: Sequence[te.Tensor],
+              sides: Sequence[te.Tensor] = ()):
+        """``value`` (the accumulator at output ``index``) through every step; ``placeholders``
+        and ``sides`` as ``placeholders()`` makes them."""
+        return self._apply(value, index, iter(placeholders), iter(sides))
+
+    def _apply(self, value, index, tensors, side_tensors):
         for step in self.steps:
             operands = []
+            if step.side is not None:
+                side = step.side
+                source = next(side_tensors)
+                if side.blocked is None:
+                    read = source[tuple(index)]
+                else:
+                    read = packed.read_code(source, index, side.dtype, side.blocked)
+                operands.append(side.chain._apply(read, index, tensors, iter(())))
             for a in step.operands:
                 if a.size == 1:
                     operands.append(tvm.tirx.const(a.reshape(-1)[0].item(), str(a.dtype)))

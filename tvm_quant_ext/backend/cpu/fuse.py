@@ -29,7 +29,7 @@ from ...layer_ops import LAYER_OPS
 from . import packed, vnni
 from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
                         pack_depthwise_weight)
-from .epilogue import EPILOGUE_OPS, Epilogue, step_of
+from .epilogue import EPILOGUE_OPS, INTEGER_DTYPES, Epilogue, Side, Step, step_of
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
 MACS_ATTR = "tvm_quant_ext.macs"  # a fused layer kernel's multiply-accumulates per call
@@ -71,11 +71,13 @@ class FuseOptions:
     depthwise: bool = True   # depthwise conv2d kernel
     epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
     packed_links: bool = True  # VNNI / depthwise conv -> such a conv: the blocked layout between
+    sides: bool = True       # a residual add's other branch read inside the kernel (``Side``)
     # per call, set by the rewrite: this layer's input comes packed / its output goes packed,
-    # bordered with its reader's padding
+    # bordered with its readers' widest padding
     input_packed: bool = False
+    input_border: Tuple[int, int, int, int] = (0, 0, 0, 0)  # the packed input's border
     output_packed: bool = False
-    output_padding: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    output_padding: Tuple[int, int, int, int] = (0, 0, 0, 0)  # the border it writes
 
 
 def int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
@@ -130,6 +132,7 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
         func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                   a.dilation, epilogue=epilogue,
                                   input_packed=options.input_packed,
+                                  input_border=options.input_border,
                                   output_packed=options.output_packed,
                                   output_padding=options.output_padding)
         consts = [vnni.pack_weight(weight, options.input_packed),
@@ -143,6 +146,7 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
         func = depthwise_blocked_kernel(data_shape, weight.shape, data_dtype, a.strides,
                                         a.padding, a.dilation, epilogue=epilogue,
                                         input_packed=options.input_packed,
+                                        input_border=options.input_border,
                                         output_packed=options.output_packed,
                                         output_padding=options.output_padding)
         consts = [pack_depthwise_weight(weight), depthwise_shift_correction(weight, data_dtype)]
@@ -195,11 +199,53 @@ class _Chain:
     epilogue: Epilogue
 
 
+# ops whose two operands may swap, so the layer's chain can be either one
+COMMUTATIVE = ("relax.add", "relax.multiply", "relax.maximum", "relax.minimum")
+
+
 def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, _Chain]:
-    """Chain ends: var -> (layer call, epilogue), for every maximal layer + epilogue chain."""
+    """Chain ends: var -> (layer call, epilogue), for every maximal layer + epilogue chain.
+
+    A binary step whose other operand is a tensor of the layer's shape (a residual add) joins
+    the chain as a ``Side``: that operand's own run of constant steps, back to the variable it
+    starts from, is read inside the kernel (the steps then go unused and are dropped)."""
     uses = var_uses(func)
+    values = {b.var: b.value for b in bindings(func)}
     chains: Dict[relax.Var, _Chain] = {}
     absorbed = set()
+
+    def side_of(expr, shape, dtype) -> Optional[Side]:
+        if not isinstance(expr, relax.Var) or tuple(int(d) for d in expr.ty.shape) != shape:
+            return None
+        steps = []
+        # walk back over steps used only here; a chain end stays a tensor of its own
+        while uses.get(expr, 0) == 1 and expr not in chains:
+            value = values.get(expr)
+            if op_name(value) not in EPILOGUE_OPS or not isinstance(value.args[0], relax.Var):
+                break
+            step = step_of(value, list(shape))
+            if step is None or tuple(int(d) for d in value.args[0].ty.shape) != shape:
+                break
+            steps.append(step)
+            expr = value.args[0]
+        source_dtype = str(expr.ty.dtype)
+        if source_dtype not in INTEGER_DTYPES or (steps[0].dtype if steps else source_dtype) != dtype:
+            return None
+        return Side(expr, source_dtype, Epilogue(steps[::-1]))
+
+    def with_side(expr, main, other) -> Optional[_Chain]:
+        inner = parse(main)
+        if inner is None:
+            return None
+        shape = tuple(int(d) for d in inner.layer.ty.shape)
+        dtype = str(expr.ty.dtype)
+        if tuple(int(d) for d in expr.ty.shape) != shape or dtype not in INTEGER_DTYPES:
+            return None
+        side = side_of(other, shape, dtype)
+        if side is None or any(s.side is not None for s in side.chain.steps):
+            return None
+        step = Step(op_name(expr), (), dtype, side=side)
+        return _Chain(inner.layer, Epilogue(inner.epilogue.steps + [step]))
 
     def parse(expr) -> Optional[_Chain]:
         if isinstance(expr, relax.Var):
@@ -212,6 +258,15 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
             return _Chain(expr, Epilogue())
         if not options.epilogue or name not in EPILOGUE_OPS:
             return None
+        if len(expr.args) == 2 and not is_const(expr.args[1]):
+            if not options.sides:
+                return None
+            before = set(absorbed)
+            chain = with_side(expr, expr.args[0], expr.args[1])
+            if chain is None and name in COMMUTATIVE:
+                absorbed.intersection_update(before)
+                chain = with_side(expr, expr.args[1], expr.args[0])
+            return chain
         inner = parse(expr.args[0])
         if inner is None:
             return None
@@ -232,20 +287,29 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
 
 def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
                   options: FuseOptions) -> Dict[relax.Var, Tuple[int, int, int, int]]:
-    """Chain ends whose output can stay packed, each with the padding of its reader: read
-    once, by a VNNI or depthwise conv chain's layer, and made by one (an int8 / uint8 epilogue
-    result)."""
+    """Chain ends whose output can stay packed, each with its border: made by a VNNI or
+    depthwise conv chain (an int8 / uint8 epilogue result) and read only by such chains, as
+    their layer's input or as a side tensor of the epilogue. The border is the widest padding
+    of the convs that read it; each reader starts where its own padding does."""
     if not (options.vnni and options.epilogue and options.packed_links):
         return {}
     uses = var_uses(func)
-    links = {}
+    borders: Dict[relax.Var, list] = {}  # var -> per packed read: a conv's padding, or None
     for chain in chains.values():
+        if not links_packed(chain.layer, options):
+            continue
         data = chain.layer.args[0]
-        producer = chains.get(data)
-        if (producer is not None and uses.get(data, 0) == 1
-                and links_packed(chain.layer, options) and links_packed(producer.layer, options)
-                and producer.epilogue.dtype in ("int8", "uint8")):
-            links[data] = tuple(int(p) for p in chain.layer.attrs.padding)
+        borders.setdefault(data, []).append(tuple(int(p) for p in chain.layer.attrs.padding))
+        for side in chain.epilogue.sides():
+            borders.setdefault(side.source, []).append(None)
+    links = {}
+    for var, reads in borders.items():
+        producer = chains.get(var)
+        if (producer is None or len(reads) != uses.get(var, 0)
+                or not links_packed(producer.layer, options)
+                or producer.epilogue.dtype not in ("int8", "uint8")):
+            continue
+        links[var] = packed.widest_border([r for r in reads if r is not None])
     return links
 
 
@@ -264,10 +328,14 @@ class _FuseLayers(relax.PyExprMutator):
         kernel = None
         if chain is not None:
             rule = LAYER_KERNELS[op_name(chain.layer)]
-            options = replace(self.options, input_packed=chain.layer.args[0] in self.packed,
+            data = chain.layer.args[0]
+            options = replace(self.options, input_packed=data in self.packed,
+                              input_border=self.links.get(data, (0, 0, 0, 0)),
                               output_packed=binding.var in self.links,
                               output_padding=self.links.get(binding.var, (0, 0, 0, 0)))
-            kernel = rule(chain.layer, chain.epilogue, options)
+            epilogue = chain.epilogue.with_blocked_sides(
+                {v: self.links[v] for v in self.packed})
+            kernel = rule(chain.layer, epilogue, options)
         if kernel is None:
             return super().visit_var_binding_(binding)
         # opaque to FuseOps: a scheduled kernel must not be merged into its neighbours
@@ -282,8 +350,11 @@ class _FuseLayers(relax.PyExprMutator):
             data = self.builder_.emit(relax.op.reshape(data, [*data.ty.shape, 1, 1]))
         dtype = kernel.out_dtype or chain.epilogue.dtype or "int32"
         consts = [relax.const(a, str(a.dtype))
-                  for a in kernel.consts + chain.epilogue.tensor_operands()]
-        value = relax.call_tir(gv, [data] + consts, relax.TensorType(kernel.out_shape, dtype))
+                  for a in kernel.consts + epilogue.tensor_operands()]
+        sides = [self.packed[s.source] if s.blocked is not None else self.visit_expr(s.source)
+                 for s in epilogue.sides()]
+        value = relax.call_tir(gv, [data] + consts + sides,
+                               relax.TensorType(kernel.out_shape, dtype))
         self.rewritten += 1
         if options.output_packed:  # its one reader takes the packed tensor; the NCHW var goes
             self.packed[binding.var] = self.builder_.emit(value, "packed")
@@ -301,13 +372,15 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
-                     epilogue: bool = True, packed_links: bool = True) -> tvm.IRModule:
+                     epilogue: bool = True, packed_links: bool = True,
+                     sides: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose only reader is another such conv hands it the blocked layout of
-    ``packed.py`` (``packed_links``)."""
+    ``packed.py`` (``packed_links``); a residual add's other branch is read inside the kernel
+    of the layer before it (``sides``)."""
     options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
-                          packed_links=packed_links)
+                          packed_links=packed_links, sides=sides)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
     rewriter = _FuseLayers(mod, options)
     for gv, func in mod.functions_items():

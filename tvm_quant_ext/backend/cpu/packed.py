@@ -28,6 +28,21 @@ def packed_shape(shape: Sequence[int], padding: Sequence[int] = (0, 0, 0, 0)) ->
     return (n, -(-c // BLOCK), h + top + bottom, w + left + right, BLOCK)
 
 
+def read_offset(border: Sequence[int], padding: Sequence[int]) -> Tuple[int, int]:
+    """Where a conv with ``padding`` finds its padded plane's origin in a blocked tensor with
+    ``border``: (rows, columns) into it. A tensor with several readers has the widest border
+    any of them pads with, so a reader may find more border than it pads with, never less."""
+    if any(int(b) < int(p) for b, p in zip(border, padding)):
+        raise ValueError(f"a blocked input with border {tuple(border)} cannot be read by a conv "
+                         f"padding {tuple(padding)}: the writer must lay out at least that much")
+    return int(border[0]) - int(padding[0]), int(border[1]) - int(padding[1])
+
+
+def widest_border(paddings) -> Tuple[int, int, int, int]:
+    """The border that serves every reader's (top, left, bottom, right) ``paddings``."""
+    return tuple(max(int(p[k]) for p in paddings) for k in range(4)) if paddings else (0,) * 4
+
+
 def code_shift(dtype: str) -> int:
     """What is added to a code of ``dtype`` to store it as uint8."""
     if dtype not in ("int8", "uint8"):
@@ -41,6 +56,18 @@ def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
     stored (shifted) values subtract it."""
     sums = weight.astype(np.int64).reshape(weight.shape[0], -1).sum(axis=1)
     return (code_shift(data_dtype) * sums).astype("int32")
+
+
+def read_code(tensor: te.Tensor, index: Sequence, dtype: str,
+              padding: Sequence[int] = (0, 0, 0, 0)):
+    """The ``dtype`` code at NCHW ``index`` of a blocked ``tensor`` with a border of
+    ``padding``: the stored byte, unshifted."""
+    i, c, y, x = index
+    stored = tensor[i, c // BLOCK, y + int(padding[0]), x + int(padding[1]), c % BLOCK]
+    shift = code_shift(dtype)
+    if shift:
+        return (stored.astype("int32") - shift).astype(dtype)
+    return stored.astype(dtype)
 
 
 def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],

@@ -115,7 +115,7 @@ def pack_weight(weight: np.ndarray, input_packed: bool = False) -> np.ndarray:
 
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
-                  epilogue_index=None, input_packed: bool = False,
+                  epilogue_index=None, input_packed: bool = False, input_border=None,
                   output_packed: bool = False, output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
     """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors)
     -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the epilogue runs
@@ -125,9 +125,9 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     Between two int8 layers the activation need not go back to NCHW: ``output_packed``
     writes the (int8 / uint8) epilogue result in the blocked layout of ``packed.py``, with a
     border of ``output_padding`` (the reader's padding), and ``input_packed`` takes such a
-    tensor, bordered with this conv's ``padding``, as ``data`` (``data_shape`` still the
-    unpadded NCHW shape): the reduction reads it as it is. Its weight then comes from
-    ``pack_weight(w, input_packed=True)``."""
+    tensor, bordered with this conv's ``padding`` or, when other readers pad more, with
+    ``input_border``, as ``data`` (``data_shape`` still the unpadded NCHW shape): the reduction
+    reads it as it is. Its weight then comes from ``pack_weight(w, input_packed=True)``."""
     epilogue = epilogue or Epilogue()
     epilogue_index = epilogue_index or (lambda *index: index)
     n, c, h, w = (int(v) for v in data_shape)
@@ -141,13 +141,14 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     shift = layout.code_shift(data_dtype)
 
     if input_packed:  # the writer laid out this conv's padding too
-        data = te.placeholder(layout.packed_shape(data_shape, padding), "uint8", "data")
+        border = tuple(input_border or padding)
+        offset_y, offset_x = layout.read_offset(border, padding)
+        data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
     else:
         data = te.placeholder((n, c, h, w), data_dtype, "data")
     weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
     correction = te.placeholder((o,), "int32", "correction")
-    extra = [te.placeholder(a.shape, str(a.dtype), f"epilogue{i}")
-             for i, a in enumerate(epilogue.tensor_operands())]
+    extra, sides = epilogue.placeholders()
 
     def pack(i, ci, y, x, j):
         ch = ci * GROUP + j
@@ -165,7 +166,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     def reduced(i, g, y, x, j):  # input channel 4 * g + j, from 16-channel or 4-channel blocks
         if input_packed:
             per_block = layout.BLOCK // GROUP
-            return packed[i, g // per_block, y, x, (g % per_block) * GROUP + j]
+            return packed[i, g // per_block, y + offset_y, x + offset_x,
+                          (g % per_block) * GROUP + j]
         return packed[i, g, y, x, j]
 
     rc = te.reduce_axis((0, cb), "rc")
@@ -181,13 +183,13 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
 
     def result(i, oc, y, x):
         return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
-                              epilogue_index(i, oc, y, x), extra)
+                              epilogue_index(i, oc, y, x), extra, sides)
 
     if output_packed:
         out = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, output_padding)
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
-    func = te.create_prim_func([data, weight, correction, *extra, out])
+    func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
     func = _schedule(func, ow, ob, input_packed, output_packed,
                      bordered=any(int(v) for v in output_padding)).without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
