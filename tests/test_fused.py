@@ -196,14 +196,19 @@ def test_conv_to_conv_stays_packed(symmetric):
         np.testing.assert_array_equal(fused(image), unfused(image))
 
 
-def _kernel_args(mod, name):
-    """The shapes of the parameters of kernel ``name``'s one call in ``main``, data first."""
+def _kernel_call(mod, name):
+    """Kernel ``name``'s one ``call_tir`` in ``main``."""
     calls = []
     relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if (
         isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.call_tir"
         and e.args[0].name_hint == name) else None)
     assert len(calls) == 1, (name, len(calls))
-    return [tuple(int(d) for d in a.ty.shape) for a in calls[0].args[1].fields]
+    return calls[0]
+
+
+def _kernel_args(mod, name):
+    """The shapes of the arguments of kernel ``name``'s one call in ``main``, data first."""
+    return [tuple(int(d) for d in a.ty.shape) for a in _kernel_call(mod, name).args[1].fields]
 
 
 @needs_vnni
@@ -226,6 +231,11 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
     inputs = [_kernel_args(lowered, n)[0] for n in convs[:-1]]
     assert inputs.count(bordered) == 3, inputs  # the two 3x3 convs and the projection
     assert _kernel_args(lowered, convs[2])[-1] == bordered
+    # the projection block's last conv reads the projection's output (40 channels, 6x6),
+    # blocked too; that output, an int64 accumulator + bias the add casts to int32 right
+    # away, travels as its low 32 bits
+    assert _kernel_args(lowered, convs[-2])[-1] == (1, 3, 6, 6, 16)
+    assert str(_kernel_call(lowered, convs[-3]).ty.dtype) == "int32"
     fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
     unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
     no_sides = tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False), VNNI_TARGET)
@@ -388,3 +398,19 @@ def test_split_codes_are_int8_and_sum_back(codes):
     assert hi.dtype == lo.dtype == np.int8
     np.testing.assert_array_equal(256 * hi.astype(np.int64) + lo, weight)
     assert split_codes(np.array([32767], np.int16)) is None  # hi would be 128
+
+
+def test_only_wrapping_steps_let_a_side_travel_as_int32():
+    # add / subtract / multiply commute with reducing modulo 2^32; a shift, clip or max before
+    # the cast to 32 bits does not, so such a side keeps its int64
+    from tvm_quant_ext.backend.cpu.epilogue import Step
+    from tvm_quant_ext.backend.cpu.fuse import _wraps_before_use
+
+    m = np.array(3, "int64")
+    cast32 = Step("relax.astype", (), "int32")
+    assert _wraps_before_use([Step("relax.add", (m,), "int64"), Step("relax.multiply", (m,), "int64"),
+                              cast32])
+    assert not _wraps_before_use([Step("relax.right_shift", (m,), "int64"), cast32])
+    assert not _wraps_before_use([Step("relax.clip", (), "int64", (-5, 5)), cast32])
+    assert not _wraps_before_use([Step("relax.add", (m,), "int64")])  # never narrowed
+    assert not _wraps_before_use([Step("relax.astype", (), "int64")])

@@ -173,8 +173,8 @@ class Epilogue:
         for k, side in enumerate(self.sides()):
             shape = [int(d) for d in side.source.ty.shape]
             if side.blocked is not None:
-                sides.append(te.placeholder(packed.packed_shape(shape, side.blocked), "uint8",
-                                            f"side{k}"))
+                sides.append(te.placeholder(packed.packed_shape(shape, side.blocked),
+                                            packed.stored_dtype(side.dtype), f"side{k}"))
             else:
                 sides.append(te.placeholder(shape, side.dtype, f"side{k}"))
         return extra, sides

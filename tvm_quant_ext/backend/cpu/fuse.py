@@ -137,7 +137,8 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
                                   output_padding=options.output_padding)
         consts = [vnni.pack_weight(weight, options.input_packed),
                   packed.shift_correction(weight, data_dtype)]
-        return _maybe_packed(LayerKernel(func, "conv2d_int8_vnni", consts, out_shape), options)
+        kernel = LayerKernel(func, "conv2d_int8_vnni", consts, out_shape)
+        return _maybe_packed(kernel, options, epilogue.dtype)
     if on_depthwise(call, options):
         if not (options.input_packed or options.output_packed):
             func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
@@ -151,17 +152,19 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
                                         output_padding=options.output_padding)
         consts = [pack_depthwise_weight(weight), depthwise_shift_correction(weight, data_dtype)]
         kernel = LayerKernel(func, "depthwise_conv2d_int8_blocked", consts, out_shape)
-        return _maybe_packed(kernel, options)
+        return _maybe_packed(kernel, options, epilogue.dtype)
     if options.input_packed or options.output_packed:
         raise AssertionError("only VNNI and depthwise kernels link packed")  # _packed_links' rule
     return None
 
 
-def _maybe_packed(kernel: LayerKernel, options: FuseOptions) -> LayerKernel:
-    """A kernel that writes the blocked layout: its output is uint8 of the packed shape."""
+def _maybe_packed(kernel: LayerKernel, options: FuseOptions, dtype: Optional[str]) -> LayerKernel:
+    """A kernel that writes the blocked layout: its output has the packed shape, stored as
+    ``packed.stored_dtype`` of the epilogue's (uint8 for int8 / uint8 codes)."""
     if not options.output_packed:
         return kernel
-    return replace(kernel, name=kernel.name + "_packed", out_dtype="uint8",
+    return replace(kernel, name=kernel.name + "_packed",
+                   out_dtype=packed.stored_dtype(dtype or "int32"),
                    out_shape=packed.packed_shape(kernel.out_shape, options.output_padding))
 
 
@@ -288,9 +291,10 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
 def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
                   options: FuseOptions) -> Dict[relax.Var, Tuple[int, int, int, int]]:
     """Chain ends whose output can stay packed, each with its border: made by a VNNI or
-    depthwise conv chain (an int8 / uint8 epilogue result) and read only by such chains, as
-    their layer's input or as a side tensor of the epilogue. The border is the widest padding
-    of the convs that read it; each reader starts where its own padding does."""
+    depthwise conv chain and read only by such chains, as their layer's input (then an int8 /
+    uint8 epilogue result) or as a side tensor of the epilogue (then any integer). The border
+    is the widest padding of the convs that read it; each reader starts where its own padding
+    does."""
     if not (options.vnni and options.epilogue and options.packed_links):
         return {}
     uses = var_uses(func)
@@ -306,11 +310,66 @@ def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
     for var, reads in borders.items():
         producer = chains.get(var)
         if (producer is None or len(reads) != uses.get(var, 0)
-                or not links_packed(producer.layer, options)
-                or producer.epilogue.dtype not in ("int8", "uint8")):
+                or not links_packed(producer.layer, options)):
             continue
-        links[var] = packed.widest_border([r for r in reads if r is not None])
+        paddings = [r for r in reads if r is not None]
+        dtype = producer.epilogue.dtype or "int32"
+        if dtype in ("int8", "uint8") or (not paddings and dtype in INTEGER_DTYPES):
+            links[var] = packed.widest_border(paddings)
     return links
+
+
+# steps that commute with reducing modulo 2^32: a wider integer through them, then cast to 32
+# bits or fewer, gives what its low 32 bits alone would
+RING_OPS = ("relax.add", "relax.subtract", "relax.multiply")
+NARROW_DTYPES = ("int8", "uint8", "int16", "uint16", "int32")
+
+
+def _wraps_before_use(steps: List[Step]) -> bool:
+    """Whether ``steps`` only add, subtract and multiply until a cast to 32 bits or fewer."""
+    for step in steps:
+        if step.op == "relax.astype" and step.dtype in NARROW_DTYPES:
+            return True
+        if step.op not in RING_OPS:
+            return False
+    return False
+
+
+def _narrow_sides(chains: Dict[relax.Var, _Chain],
+                  links: Dict[relax.Var, Tuple[int, int, int, int]]) -> Dict[relax.Var, _Chain]:
+    """Int64 side tensors written as int32 where only their low 32 bits can matter.
+
+    The realize adds a residual branch at the accumulator scale in int64 (a projection conv's
+    accumulator + bias, added to the other conv's) and casts the sum to int32 right after. Modulo
+    2^32 the sum depends only on each operand's low 32 bits, so the branch's kernel can write
+    them and the reader sign-extends them again: half the bytes of a full-size tensor written
+    and read back, and the same result. Applies to a linked (blocked) chain end read only as
+    sides whose reading chains add it and cast to 32 bits before any other op."""
+    readers: Dict[relax.Var, List[bool]] = {}
+    for chain in chains.values():
+        steps = chain.epilogue.steps
+        for k, step in enumerate(steps):
+            if step.side is not None:
+                ok = (step.op in RING_OPS and _wraps_before_use(step.side.chain.steps + [
+                    Step("relax.astype", (), "int32")]) and _wraps_before_use(steps[k:]))
+                readers.setdefault(step.side.source, []).append(ok)
+    narrow = {v for v, oks in readers.items() if v in links and all(oks)
+              and chains[v].epilogue.dtype == "int64"}
+    if not narrow:
+        return chains
+    out = {}
+    for var, chain in chains.items():
+        steps = []
+        for step in chain.epilogue.steps:
+            if step.side is not None and step.side.source in narrow:
+                widen = Step("relax.astype", (), "int64")
+                step = replace(step, side=replace(step.side, dtype="int32", chain=Epilogue(
+                    [widen] + step.side.chain.steps)))
+            steps.append(step)
+        if var in narrow:
+            steps.append(Step("relax.astype", (), "int32"))
+        out[var] = _Chain(chain.layer, Epilogue(steps))
+    return out
 
 
 @relax.expr_functor.mutator
@@ -387,6 +446,7 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
         if isinstance(func, relax.Function):
             rewriter.ends = _find_chains(func, options)
             rewriter.links = _packed_links(func, rewriter.ends, options)
+            rewriter.ends = _narrow_sides(rewriter.ends, rewriter.links)
             rewriter.packed = {}
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     return relax.transform.DeadCodeElimination()(rewriter.builder_.finalize())

@@ -1,5 +1,6 @@
 """The blocked activation layout int8 layers hand each other on CPU: ``N x C/16 x H x W x 16c``
-uint8, with the reader's zero padding already in place.
+uint8, with the reader's zero padding already in place (and the same blocks of a wider
+integer, which only an epilogue reads: a residual add's other branch).
 
 Sixteen channels of one pixel are one contiguous 16-byte vector, so a depthwise conv reads each
 tap as one vector load whatever its stride, and a VNNI conv still finds the four channels it
@@ -58,13 +59,28 @@ def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
     return (code_shift(data_dtype) * sums).astype("int32")
 
 
+def stored_dtype(dtype: str) -> str:
+    """How a ``dtype`` value is stored blocked: int8 / uint8 codes as uint8 (a conv reads
+    them); a wider integer, which only a fused epilogue reads (a residual add's other branch at
+    its accumulator scale), as itself."""
+    if dtype in ("int8", "uint8"):
+        return "uint8"
+    if dtype not in ("int16", "uint16", "int32", "int64"):
+        raise ValueError(f"the blocked layout holds integers, not {dtype}")
+    return dtype
+
+
+def _stored_shift(dtype: str) -> int:
+    return code_shift(dtype) if dtype in ("int8", "uint8") else 0
+
+
 def read_code(tensor: te.Tensor, index: Sequence, dtype: str,
               padding: Sequence[int] = (0, 0, 0, 0)):
-    """The ``dtype`` code at NCHW ``index`` of a blocked ``tensor`` with a border of
-    ``padding``: the stored byte, unshifted."""
+    """The ``dtype`` value at NCHW ``index`` of a blocked ``tensor`` with a border of
+    ``padding``: the stored element, unshifted."""
     i, c, y, x = index
     stored = tensor[i, c // BLOCK, y + int(padding[0]), x + int(padding[1]), c % BLOCK]
-    shift = code_shift(dtype)
+    shift = _stored_shift(dtype)
     if shift:
         return (stored.astype("int32") - shift).astype(dtype)
     return stored.astype(dtype)
@@ -72,12 +88,13 @@ def read_code(tensor: te.Tensor, index: Sequence, dtype: str,
 
 def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],
                    padding: Sequence[int] = (0, 0, 0, 0), name: str = "out") -> te.Tensor:
-    """The blocked tensor of ``result(n, c, y, x)`` (an int8/uint8 code of the NCHW ``shape``):
-    codes shifted to uint8, with the border of ``padding`` and the padding channels holding
-    the shifted zero."""
+    """The blocked tensor of ``result(n, c, y, x)`` (a ``dtype`` value of the NCHW ``shape``),
+    stored as ``stored_dtype(dtype)``: int8 codes shifted to uint8, with the border of
+    ``padding`` and the padding channels holding the shifted zero."""
     n, c, h, w = (int(v) for v in shape)
     top, left = int(padding[0]), int(padding[1])
-    shift = code_shift(dtype or "int32")
+    dtype = dtype or "int32"
+    store, shift = stored_dtype(dtype), _stored_shift(dtype)
 
     def blocked(i, b, y, x, lane):
         ch, row, col = b * BLOCK + lane, y - top, x - left
@@ -86,6 +103,6 @@ def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],
                        te.min(te.max(col, 0), w - 1))
         if shift:
             value = value.astype("int32") + shift
-        return tvm.tirx.if_then_else(inside, value.astype("uint8"), tvm.tirx.const(shift, "uint8"))
+        return tvm.tirx.if_then_else(inside, value.astype(store), tvm.tirx.const(shift, store))
 
     return te.compute(packed_shape(shape, padding), blocked, name=name)
