@@ -8,7 +8,10 @@ key a layer op of ``layer_ops.LAYER_OPS``) followed by any run of elementwise in
 constant second operands (``epilogue.EPILOGUE_OPS``), each intermediate used once, and replaces
 the chain's last binding by one ``call_tir`` whose kernel computes the accumulator and applies
 the chain (``epilogue.Epilogue``) to each accumulator element before writing the (int8)
-result. The tests check the fused build is bit-identical to the unfused graph.
+result. A residual add joins the chain too: its other operand, back to the tensor it is
+computed from, is a ``Side`` the kernel reads at the same element, so the add, its rescales and
+the requantize (and a BatchNorm after it) run in the epilogue of the conv before the add. The
+tests check the fused build is bit-identical to the unfused graph.
 
 Layer kernels:
 * conv2d groups=1 and dense (matmul with a constant 2-D weight), int8/uint8 x int8 -> int32:

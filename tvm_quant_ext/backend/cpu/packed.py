@@ -106,3 +106,21 @@ def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],
         return tvm.tirx.if_then_else(inside, value.astype(store), tvm.tirx.const(shift, store))
 
     return te.compute(packed_shape(shape, padding), blocked, name=name)
+
+
+def bordered_copy(inner: te.Tensor, shape: Sequence[int], dtype: Optional[str],
+                  padding: Sequence[int], name: str = "out") -> te.Tensor:
+    """``inner`` (the blocked tensor of the NCHW ``shape``, no border) with the border of
+    ``padding`` around it, holding the shifted zero."""
+    n, c, h, w = (int(v) for v in shape)
+    top, left = int(padding[0]), int(padding[1])
+    dtype = dtype or "int32"
+    store, shift = stored_dtype(dtype), _stored_shift(dtype)
+
+    def copy(i, b, y, x, lane):
+        row, col = y - top, x - left
+        inside = tvm.tirx.all(row >= 0, row < h, col >= 0, col < w)
+        value = inner[i, b, te.min(te.max(row, 0), h - 1), te.min(te.max(col, 0), w - 1), lane]
+        return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(shift, store))
+
+    return te.compute(packed_shape(shape, padding), copy, name=name)

@@ -185,13 +185,21 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
                               epilogue_index(i, oc, y, x), extra, sides)
 
-    if output_packed:
+    bordered = output_packed and any(int(v) for v in output_padding)
+    if bordered:
+        # the epilogue writes the interior after each register block (as without a border);
+        # a copy into the bordered tensor then adds the border: one byte per element read and
+        # written, where an epilogue over the whole output would read back full-size int32
+        # accumulators (at batch 8 on Lite0's first expansion, 38 MB)
+        inner = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, name="inner")
+        out = layout.bordered_copy(inner, (n, o, oh, ow), epilogue.dtype, output_padding)
+    elif output_packed:
         out = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, output_padding)
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
     func = _schedule(func, ow, ob, input_packed, output_packed,
-                     bordered=any(int(v) for v in output_padding)).without_attr("global_symbol")
+                     bordered=bordered).without_attr("global_symbol")
     return func.with_attr("tirx.is_scheduled", True)
 
 
@@ -225,15 +233,17 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])
     out = sch.get_sblock("out")
-    if not bordered and (output_packed or out_blocks * LANES == _out_channels(sch, out)):
+    if bordered:
+        sch.reverse_compute_at(sch.get_sblock("inner"), x_outer)
+        sch.vectorize(sch.get_loops(sch.get_sblock("inner"))[-1])
+        _schedule_packed_out(sch, out)
+    elif output_packed or out_blocks * LANES == _out_channels(sch, out):
         # the epilogue of each register block right after its accumulation: the int32
         # accumulators are then only a register block's worth of memory (buffers are
         # allocated where they are used), not the whole output's, written out and read back
         # (for a 1x1 conv over few channels that round trip took longer than the products)
         sch.reverse_compute_at(out, x_outer)
         sch.vectorize(sch.get_loops(out)[-1])
-    elif output_packed:
-        _schedule_packed_out(sch, out)
     else:
         _schedule_unpack(sch, out)
     return sch.mod["main"]
