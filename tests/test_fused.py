@@ -404,13 +404,13 @@ def test_only_wrapping_steps_let_a_side_travel_as_int32():
     # add / subtract / multiply commute with reducing modulo 2^32; a shift, clip or max before
     # the cast to 32 bits does not, so such a side keeps its int64
     from tvm_quant_ext.backend.cpu.epilogue import Step
-    from tvm_quant_ext.backend.cpu.fuse import _wraps_before_use
+    from tvm_quant_ext.backend.cpu.fuse import wraps_before_use
 
     m = np.array(3, "int64")
     cast32 = Step("relax.astype", (), "int32")
-    assert _wraps_before_use([Step("relax.add", (m,), "int64"), Step("relax.multiply", (m,), "int64"),
+    assert wraps_before_use([Step("relax.add", (m,), "int64"), Step("relax.multiply", (m,), "int64"),
                               cast32])
-    assert not _wraps_before_use([Step("relax.right_shift", (m,), "int64"), cast32])
-    assert not _wraps_before_use([Step("relax.clip", (), "int64", (-5, 5)), cast32])
-    assert not _wraps_before_use([Step("relax.add", (m,), "int64")])  # never narrowed
-    assert not _wraps_before_use([Step("relax.astype", (), "int64")])
+    assert not wraps_before_use([Step("relax.right_shift", (m,), "int64"), cast32])
+    assert not wraps_before_use([Step("relax.clip", (), "int64", (-5, 5)), cast32])
+    assert not wraps_before_use([Step("relax.add", (m,), "int64")])  # never narrowed
+    assert not wraps_before_use([Step("relax.astype", (), "int64")])

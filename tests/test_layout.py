@@ -174,7 +174,7 @@ def test_a_rule_registered_twice_is_an_error():
 
 
 def test_every_layer_op_is_one_table_entry_for_every_stage():
-    from tvm_quant_ext.backend.cpu.fuse import LAYER_KERNELS, register_layer
+    from tvm_quant_ext.backend.cpu.layers import LAYER_KERNELS, register_layer
     from tvm_quant_ext.layer_ops import LAYER_OPS
     from tvm_quant_ext.passes import ANNOTATE_RULES, INTEGER_RULES
 

@@ -133,9 +133,9 @@ def depthwise_blocked_kernel(data_shape, weight_shape, data_dtype: str, strides=
     """Depthwise conv2d over 16-channel blocks: (data, ``pack_depthwise_weight(w)``,
     ``depthwise_shift_correction(w, data_dtype)``, *epilogue tensors) -> out. ``data`` is NCHW
     ``data_dtype``, or with ``input_packed`` the blocked uint8 tensor of those codes, bordered
-    with this conv's ``padding`` (or the wider ``input_border``); ``out`` is NCHW (the epilogue's dtype, else int32), or with
-    ``output_packed`` the blocked uint8 tensor of the epilogue's int8/uint8 result, bordered
-    with ``output_padding`` (the reader's padding).
+    with this conv's ``padding`` (or the wider ``input_border``); ``out`` is NCHW (the
+    epilogue's dtype, else int32), or with ``output_packed`` the blocked uint8 tensor of the
+    epilogue's int8/uint8 result, bordered with ``output_padding`` (the reader's padding).
 
     The taps multiply the stored (shifted) values, and the shift's share, a constant per
     channel, is subtracted once. From a blocked input they read it as it is; from NCHW the

@@ -13,189 +13,24 @@ computed from, is a ``Side`` the kernel reads at the same element, so the add, i
 the requantize (and a BatchNorm after it) run in the epilogue of the conv before the add. The
 tests check the fused build is bit-identical to the unfused graph.
 
-Layer kernels:
-* conv2d groups=1 and dense (matmul with a constant 2-D weight), int8/uint8 x int8 -> int32:
-  the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni;
-* depthwise conv2d (groups == in channels == out channels): ``depthwise.depthwise_kernel``.
+The layer kernels and their rules are in ``layers.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-import numpy as np
+
 import tvm
 from tvm import relax
 
-from ...graph import bindings, const_value, is_const, op_name, registrar, var_uses
-from ...layer_ops import LAYER_OPS
-from . import packed, vnni
-from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
-                        pack_depthwise_weight)
+from ...graph import bindings, is_const, op_name, var_uses
+from . import packed
 from .epilogue import EPILOGUE_OPS, INTEGER_DTYPES, Epilogue, Side, Step, step_of
+from .layers import LAYER_KERNELS, FuseOptions, layer_macs, links_packed
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
 MACS_ATTR = "tvm_quant_ext.macs"  # a fused layer kernel's multiply-accumulates per call
-
-
-# -- layer kernels ----------------------------------------------------------------------------
-@dataclass
-class LayerKernel:
-    """How to call one fused kernel: its PrimFunc, the constants it takes after the data, and
-    the output it writes (``reshape_to``: the layer's own shape when the kernel's differs;
-    ``out_dtype``: when it is not the epilogue's, e.g. a packed uint8 output)."""
-
-    func: tvm.tirx.PrimFunc
-    name: str
-    consts: List[np.ndarray]
-    out_shape: Tuple[int, ...]
-    reshape_to: Optional[Tuple[int, ...]] = None
-    out_dtype: Optional[str] = None
-
-
-# LAYER_KERNELS[op](call, epilogue, options) -> LayerKernel, or None when this call (dtypes,
-# groups, layout, target features) is not one the op's kernels take
-LayerRule = Callable[[relax.Call, Epilogue, "FuseOptions"], Optional[LayerKernel]]
-LAYER_KERNELS: Dict[str, LayerRule] = {}
-_register_kernel = registrar(LAYER_KERNELS, what="layer kernel")
-
-
-def register_layer(op: str):
-    """``@register_layer(op)``: the fused kernel rule of a layer op of ``LAYER_OPS``."""
-    if op not in LAYER_OPS:
-        raise ValueError(f"{op!r} is not a layer op (layer_ops.LAYER_OPS: {sorted(LAYER_OPS)}); "
-                         "register it there first, so every pass treats it as a layer")
-    return _register_kernel(op)
-
-
-@dataclass(frozen=True)
-class FuseOptions:
-    vnni: bool = True        # conv2d groups=1 / dense on vpdpbusd
-    depthwise: bool = True   # depthwise conv2d kernel
-    epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
-    packed_links: bool = True  # VNNI / depthwise conv -> such a conv: the blocked layout between
-    sides: bool = True       # a residual add's other branch read inside the kernel (``Side``)
-    # per call, set by the rewrite: this layer's input comes packed / its output goes packed,
-    # bordered with its readers' widest padding
-    input_packed: bool = False
-    input_border: Tuple[int, int, int, int] = (0, 0, 0, 0)  # the packed input's border
-    output_packed: bool = False
-    output_padding: Tuple[int, int, int, int] = (0, 0, 0, 0)  # the border it writes
-
-
-def int8_operands(call) -> Optional[Tuple[str, np.ndarray]]:
-    data, weight = call.args[0], call.args[1]
-    data_dtype = str(data.ty.dtype)
-    if data_dtype not in ("int8", "uint8") or not is_const(weight):
-        return None
-    if str(weight.ty.dtype) != "int8" or str(call.ty.dtype) != "int32":
-        return None
-    return data_dtype, const_value(weight)
-
-
-def nchw_layouts(attrs) -> bool:
-    return (str(attrs.data_layout) == "NCHW" and str(attrs.kernel_layout) == "OIHW"
-            and str(attrs.out_layout or attrs.data_layout) == "NCHW")
-
-
-def on_vnni_conv(call: relax.Call, options: FuseOptions) -> bool:
-    """Whether ``call`` runs on the VNNI conv2d kernel."""
-    return (options.vnni and op_name(call) == "relax.nn.conv2d"
-            and int8_operands(call) is not None and nchw_layouts(call.attrs)
-            and int(call.attrs.groups) == 1)
-
-
-def on_depthwise(call: relax.Call, options: FuseOptions) -> bool:
-    """Whether ``call`` runs on a depthwise kernel (groups == in channels == out channels)."""
-    if not (options.depthwise and op_name(call) == "relax.nn.conv2d"):
-        return False
-    operands = int8_operands(call)
-    if operands is None or not nchw_layouts(call.attrs):
-        return False
-    weight = operands[1]
-    channels = int(call.args[0].ty.shape[1])
-    return int(call.attrs.groups) == channels == weight.shape[0] and weight.shape[1] == 1
-
-
-def links_packed(call: relax.Call, options: FuseOptions) -> bool:
-    """Whether ``call``'s kernel reads and writes the blocked layout of ``packed.py``."""
-    return on_vnni_conv(call, options) or on_depthwise(call, options)
-
-
-@register_layer("relax.nn.conv2d")
-def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
-    operands = int8_operands(call)
-    if operands is None or not nchw_layouts(call.attrs):
-        return None
-    data_dtype, weight = operands
-    a = call.attrs
-    data_shape = [int(s) for s in call.args[0].ty.shape]
-    out_shape = tuple(int(s) for s in call.ty.shape)
-    if on_vnni_conv(call, options):
-        func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
-                                  a.dilation, epilogue=epilogue,
-                                  input_packed=options.input_packed,
-                                  input_border=options.input_border,
-                                  output_packed=options.output_packed,
-                                  output_padding=options.output_padding)
-        consts = [vnni.pack_weight(weight, options.input_packed),
-                  packed.shift_correction(weight, data_dtype)]
-        kernel = LayerKernel(func, "conv2d_int8_vnni", consts, out_shape)
-        return _maybe_packed(kernel, options, epilogue.dtype)
-    if on_depthwise(call, options):
-        if not (options.input_packed or options.output_packed):
-            func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
-                                    a.dilation, epilogue=epilogue)
-            return LayerKernel(func, "depthwise_conv2d_int8", [weight], out_shape)
-        func = depthwise_blocked_kernel(data_shape, weight.shape, data_dtype, a.strides,
-                                        a.padding, a.dilation, epilogue=epilogue,
-                                        input_packed=options.input_packed,
-                                        input_border=options.input_border,
-                                        output_packed=options.output_packed,
-                                        output_padding=options.output_padding)
-        consts = [pack_depthwise_weight(weight), depthwise_shift_correction(weight, data_dtype)]
-        kernel = LayerKernel(func, "depthwise_conv2d_int8_blocked", consts, out_shape)
-        return _maybe_packed(kernel, options, epilogue.dtype)
-    if options.input_packed or options.output_packed:
-        raise AssertionError("only VNNI and depthwise kernels link packed")  # _packed_links' rule
-    return None
-
-
-def _maybe_packed(kernel: LayerKernel, options: FuseOptions, dtype: Optional[str]) -> LayerKernel:
-    """A kernel that writes the blocked layout: its output has the packed shape, stored as
-    ``packed.stored_dtype`` of the epilogue's (uint8 for int8 / uint8 codes)."""
-    if not options.output_packed:
-        return kernel
-    return replace(kernel, name=kernel.name + "_packed",
-                   out_dtype=packed.stored_dtype(dtype or "int32"),
-                   out_shape=packed.packed_shape(kernel.out_shape, options.output_padding))
-
-
-@register_layer("relax.matmul")
-def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
-    operands = int8_operands(call)
-    if operands is None or not options.vnni:
-        return None
-    data_dtype, weight = operands
-    if weight.ndim != 2 or len(call.args[0].ty.shape) != 2:  # (N, K) x (K, M) only
-        return None
-    rows, k = (int(s) for s in call.args[0].ty.shape)
-    weight = np.ascontiguousarray(weight.T)[:, :, None, None]
-    # the kernel computes (rows, M, 1, 1); the epilogue indexes the layer's (rows, M)
-    func = vnni.conv2d_kernel((rows, k, 1, 1), weight.shape, data_dtype, epilogue=epilogue,
-                              epilogue_index=lambda i, oc, y, x: (i, oc))
-    consts = [vnni.pack_weight(weight), packed.shift_correction(weight, data_dtype)]
-    return LayerKernel(func, "dense_int8_vnni", consts, (rows, weight.shape[0], 1, 1),
-                       reshape_to=(rows, weight.shape[0]))
-
-
-def layer_macs(call: relax.Call) -> int:
-    """Multiply-accumulates of a conv2d (NCHW / OIHW, any groups) or (N, K) x (K, M) matmul."""
-    weight = [int(d) for d in call.args[1].ty.shape]
-    outputs = int(np.prod([int(d) for d in call.ty.shape]))
-    if op_name(call) == "relax.matmul":
-        return outputs * weight[0]
-    return outputs * weight[1] * weight[2] * weight[3]  # (O, C / groups, KH, KW)
 
 
 # -- the rewrite ------------------------------------------------------------------------------
@@ -235,7 +70,8 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
             steps.append(step)
             expr = value.args[0]
         source_dtype = str(expr.ty.dtype)
-        if source_dtype not in INTEGER_DTYPES or (steps[0].dtype if steps else source_dtype) != dtype:
+        value_dtype = steps[0].dtype if steps else source_dtype  # steps run backwards here
+        if source_dtype not in INTEGER_DTYPES or value_dtype != dtype:
             return None
         return Side(expr, source_dtype, Epilogue(steps[::-1]))
 
@@ -328,7 +164,7 @@ RING_OPS = ("relax.add", "relax.subtract", "relax.multiply")
 NARROW_DTYPES = ("int8", "uint8", "int16", "uint16", "int32")
 
 
-def _wraps_before_use(steps: List[Step]) -> bool:
+def wraps_before_use(steps: List[Step]) -> bool:
     """Whether ``steps`` only add, subtract and multiply until a cast to 32 bits or fewer."""
     for step in steps:
         if step.op == "relax.astype" and step.dtype in NARROW_DTYPES:
@@ -353,8 +189,8 @@ def _narrow_sides(chains: Dict[relax.Var, _Chain],
         steps = chain.epilogue.steps
         for k, step in enumerate(steps):
             if step.side is not None:
-                ok = (step.op in RING_OPS and _wraps_before_use(step.side.chain.steps + [
-                    Step("relax.astype", (), "int32")]) and _wraps_before_use(steps[k:]))
+                ok = (step.op in RING_OPS and wraps_before_use(step.side.chain.steps + [
+                    Step("relax.astype", (), "int32")]) and wraps_before_use(steps[k:]))
                 readers.setdefault(step.side.source, []).append(ok)
     narrow = {v for v, oks in readers.items() if v in links and all(oks)
               and chains[v].epilogue.dtype == "int64"}

@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 
 from ...graph import const_value, op_name
-from .fuse import int8_operands, nchw_layouts
+from .layers import int8_operands, nchw_layouts
 
 
 def _pointwise(call) -> bool:

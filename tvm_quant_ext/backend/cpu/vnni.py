@@ -117,8 +117,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None, input_packed: bool = False, input_border=None,
                   output_packed: bool = False, output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
-    """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors)
-    -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the epilogue runs
+    """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors,
+    *side tensors) -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the epilogue runs
     on each unpacked accumulator element (``epilogue_index`` maps the NCHW output index to the
     index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer).
 

@@ -7,7 +7,7 @@ orders of magnitude slower than the VNNI kernel. But a conv is linear in its wei
 
     conv(x, W) = 256 * conv(x, hi) + conv(x, lo)
 
-exactly, and both convs are int8 x int8 -> int32 layers that ``fuse.LAYER_KERNELS`` takes. The
+exactly, and both convs are int8 x int8 -> int32 layers that ``layers.LAYER_KERNELS`` takes. The
 two accumulators are combined in int64 unless int32 provably holds ``256 * conv(x, hi)``
 (a bound from the data type and the codes), so the sum is the same integer the int16 layer
 computes: bit-identical (tests). ``hi`` fits int8 when every code is within
