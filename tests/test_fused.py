@@ -408,9 +408,24 @@ def test_only_wrapping_steps_let_a_side_travel_as_int32():
 
     m = np.array(3, "int64")
     cast32 = Step("relax.astype", (), "int32")
-    assert wraps_before_use([Step("relax.add", (m,), "int64"), Step("relax.multiply", (m,), "int64"),
-                              cast32])
+    assert wraps_before_use([Step("relax.add", (m,), "int64"),
+                             Step("relax.multiply", (m,), "int64"), cast32])
     assert not wraps_before_use([Step("relax.right_shift", (m,), "int64"), cast32])
     assert not wraps_before_use([Step("relax.clip", (), "int64", (-5, 5)), cast32])
+    assert not wraps_before_use([Step("relax.maximum", (m,), "int64"), cast32])
     assert not wraps_before_use([Step("relax.add", (m,), "int64")])  # never narrowed
     assert not wraps_before_use([Step("relax.astype", (), "int64")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-2**62, 2**62), st.integers(-2**62, 2**62), st.integers(-2**31, 2**31 - 1))
+def test_a_sum_cast_to_int32_needs_only_the_low_32_bits_of_a_term(main, side, factor):
+    # what lets a projection's int64 output travel as int32: the side's low 32 bits,
+    # sign-extended again, give the same int32 after add / multiply and the cast
+    def low32(v):
+        return np.array(v, np.int64).astype(np.int32)
+
+    with np.errstate(over="ignore"):
+        full = low32((np.int64(main) + np.int64(side)) * np.int64(factor))
+        narrowed = low32((np.int64(main) + low32(side).astype(np.int64)) * np.int64(factor))
+    assert full == narrowed

@@ -246,7 +246,7 @@ class _FuseLayers(relax.PyExprMutator):
             data = self.visit_expr(chain.layer.args[0])
         if kernel.reshape_to is not None:
             data = self.builder_.emit(relax.op.reshape(data, [*data.ty.shape, 1, 1]))
-        dtype = kernel.out_dtype or chain.epilogue.dtype or "int32"
+        dtype = kernel.out_dtype or epilogue.dtype or "int32"
         consts = [relax.const(a, str(a.dtype))
                   for a in kernel.consts + epilogue.tensor_operands()]
         sides = [self.packed[s.source] if s.blocked is not None else self.visit_expr(s.source)
@@ -254,7 +254,7 @@ class _FuseLayers(relax.PyExprMutator):
         value = relax.call_tir(gv, [data] + consts + sides,
                                relax.TensorType(kernel.out_shape, dtype))
         self.rewritten += 1
-        if options.output_packed:  # its one reader takes the packed tensor; the NCHW var goes
+        if options.output_packed:  # its readers take the packed tensor; the NCHW var goes
             self.packed[binding.var] = self.builder_.emit(value, "packed")
             return
         if kernel.reshape_to is not None:
@@ -274,9 +274,9 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
                      sides: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
-    depthwise conv whose only reader is another such conv hands it the blocked layout of
-    ``packed.py`` (``packed_links``); a residual add's other branch is read inside the kernel
-    of the layer before it (``sides``)."""
+    depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked
+    layout of ``packed.py`` (``packed_links``); a residual add's other branch is read inside the
+    kernel of the layer before it (``sides``)."""
     options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
                           packed_links=packed_links, sides=sides)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
