@@ -3,7 +3,7 @@ plain run always did) or on a Dask cluster (``DaskTasks``): an existing one
 (``--scheduler tcp://host:8786``) or a ``LocalCluster`` of N worker processes (``--workers N``).
 
 Both offer the same three calls: ``submit(fn, *args, tag=, priority=)``, ``put(value)`` (a
-value many tasks take, sent once) and ``completed()``, which yields ``(tag, result)`` as tasks
+value many tasks take, sent once to each worker) and ``completed()``, which yields ``(tag, result)`` as tasks
 finish and keeps going while the caller submits more. A worker that dies mid-task (killed, out
 of memory) loses nothing: the scheduler runs its tasks again on another worker.
 """
@@ -74,8 +74,10 @@ class DaskTasks:
         self.pending.add(future)
 
     def put(self, value):
-        # one copy goes to the cluster; tasks get a reference, not their own copy
-        return self.client.scatter([value], hash=False)[0]
+        # a copy on every worker, not one per task: tasks get a reference. Scattered to one
+        # worker only, the value died with that worker and every task needing it was cancelled
+        # ("lose scattered data, which can't be recovered") where a rerun was wanted
+        return self.client.scatter([value], hash=False, broadcast=True)[0]
 
     def completed(self) -> Iterator[Tuple[object, object]]:
         for future in self.pending:
