@@ -4,8 +4,9 @@ plain run always did) or on a Dask cluster (``DaskTasks``): an existing one
 
 Both offer the same three calls: ``submit(fn, *args, tag=, priority=)``, ``put(value)`` (a
 value many tasks take, sent once to each worker) and ``completed()``, which yields
-``(tag, result)`` as tasks finish and keeps going while the caller submits more. A worker that dies mid-task (killed, out
-of memory) loses nothing: the scheduler runs its tasks again on another worker.
+``(tag, result)`` as tasks finish and keeps going while the caller submits more. A worker that
+dies mid-task (killed, out of memory) loses nothing: the scheduler runs its tasks again on
+another worker.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import tvm
 from tvm import relax
 
-from ...graph import bindings, is_const, op_name, var_uses
+from ...graph import bindings, is_const, op_name, shape_of, var_uses
 from . import packed
 from .epilogue import EPILOGUE_OPS, INTEGER_DTYPES, Epilogue, Side, Step, step_of
 from .layers import LAYER_KERNELS, FuseOptions, layer_macs, links_packed
@@ -56,7 +56,7 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
     absorbed = set()
 
     def side_of(expr, shape, dtype) -> Optional[Side]:
-        if not isinstance(expr, relax.Var) or tuple(int(d) for d in expr.ty.shape) != shape:
+        if not isinstance(expr, relax.Var) or shape_of(expr) != shape:
             return None
         steps = []
         # walk back over steps used only here; a chain end stays a tensor of its own
@@ -65,7 +65,7 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
             if op_name(value) not in EPILOGUE_OPS or not isinstance(value.args[0], relax.Var):
                 break
             step = step_of(value, list(shape))
-            if step is None or tuple(int(d) for d in value.args[0].ty.shape) != shape:
+            if step is None or shape_of(value.args[0]) != shape:
                 break
             steps.append(step)
             expr = value.args[0]
@@ -79,9 +79,9 @@ def _find_chains(func: relax.Function, options: FuseOptions) -> Dict[relax.Var, 
         inner = parse(main)
         if inner is None:
             return None
-        shape = tuple(int(d) for d in inner.layer.ty.shape)
+        shape = shape_of(inner.layer)
         dtype = str(expr.ty.dtype)
-        if tuple(int(d) for d in expr.ty.shape) != shape or dtype not in INTEGER_DTYPES:
+        if shape_of(expr) != shape or dtype not in INTEGER_DTYPES:
             return None
         side = side_of(other, shape, dtype)
         if side is None or any(s.side is not None for s in side.chain.steps):

@@ -118,9 +118,10 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                   epilogue_index=None, input_packed: bool = False, input_border=None,
                   output_packed: bool = False, output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
     """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors,
-    *side tensors) -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the epilogue runs
-    on each unpacked accumulator element (``epilogue_index`` maps the NCHW output index to the
-    index the epilogue's constants broadcast against, e.g. (n, o) for a dense layer).
+    *side tensors) -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype:
+    the epilogue runs on each unpacked accumulator element (``epilogue_index`` maps the NCHW
+    output index to the index the epilogue's constants broadcast against, e.g. (n, o) for a
+    dense layer).
 
     Between two int8 layers the activation need not go back to NCHW: ``output_packed``
     writes the (int8 / uint8) epilogue result in the blocked layout of ``packed.py``, with a
