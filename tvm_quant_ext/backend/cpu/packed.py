@@ -86,41 +86,50 @@ def read_code(tensor: te.Tensor, index: Sequence, dtype: str,
     return stored.astype(dtype)
 
 
+def _with_border(shape: Sequence[int], dtype: str, padding: Sequence[int], value: Callable,
+                 name: str, padding_channels: bool) -> te.Tensor:
+    """The bordered blocked tensor whose element inside the border is ``value(i, b, row, col,
+    lane)`` (row and column clamped into the NCHW plane) and the shifted zero elsewhere: on
+    the border and, with ``padding_channels``, on the channels past the last."""
+    n, c, h, w = (int(v) for v in shape)
+    top, left = int(padding[0]), int(padding[1])
+    shift = _stored_shift(dtype)
+
+    def element(i, b, y, x, lane):
+        row, col = y - top, x - left
+        inside = [row >= 0, row < h, col >= 0, col < w]
+        if padding_channels:
+            inside.insert(0, b * BLOCK + lane < c)
+        clamped_row, clamped_col = te.min(te.max(row, 0), h - 1), te.min(te.max(col, 0), w - 1)
+        return tvm.tirx.if_then_else(tvm.tirx.all(*inside),
+                                     value(i, b, clamped_row, clamped_col, lane),
+                                     tvm.tirx.const(shift, stored_dtype(dtype)))
+
+    return te.compute(packed_shape(shape, padding), element, name=name)
+
+
 def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],
                    padding: Sequence[int] = (0, 0, 0, 0), name: str = "out") -> te.Tensor:
     """The blocked tensor of ``result(n, c, y, x)`` (a ``dtype`` value of the NCHW ``shape``),
     stored as ``stored_dtype(dtype)``: int8 codes shifted to uint8, with the border of
     ``padding`` and the padding channels holding the shifted zero."""
-    n, c, h, w = (int(v) for v in shape)
-    top, left = int(padding[0]), int(padding[1])
+    channels = int(shape[1])
     dtype = dtype or "int32"
     store, shift = stored_dtype(dtype), _stored_shift(dtype)
 
-    def blocked(i, b, y, x, lane):
-        ch, row, col = b * BLOCK + lane, y - top, x - left
-        inside = tvm.tirx.all(ch < c, row >= 0, row < h, col >= 0, col < w)
-        value = result(i, te.min(ch, c - 1), te.min(te.max(row, 0), h - 1),
-                       te.min(te.max(col, 0), w - 1))
+    def stored(i, b, row, col, lane):
+        value = result(i, te.min(b * BLOCK + lane, channels - 1), row, col)
         if shift:
             value = value.astype("int32") + shift
-        return tvm.tirx.if_then_else(inside, value.astype(store), tvm.tirx.const(shift, store))
+        return value.astype(store)
 
-    return te.compute(packed_shape(shape, padding), blocked, name=name)
+    return _with_border(shape, dtype, padding, stored, name, padding_channels=True)
 
 
 def bordered_copy(inner: te.Tensor, shape: Sequence[int], dtype: Optional[str],
                   padding: Sequence[int], name: str = "out") -> te.Tensor:
     """``inner`` (the blocked tensor of the NCHW ``shape``, no border) with the border of
     ``padding`` around it, holding the shifted zero."""
-    n, c, h, w = (int(v) for v in shape)
-    top, left = int(padding[0]), int(padding[1])
-    dtype = dtype or "int32"
-    store, shift = stored_dtype(dtype), _stored_shift(dtype)
-
-    def copy(i, b, y, x, lane):
-        row, col = y - top, x - left
-        inside = tvm.tirx.all(row >= 0, row < h, col >= 0, col < w)
-        value = inner[i, b, te.min(te.max(row, 0), h - 1), te.min(te.max(col, 0), w - 1), lane]
-        return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(shift, store))
-
-    return te.compute(packed_shape(shape, padding), copy, name=name)
+    return _with_border(shape, dtype or "int32", padding,
+                        lambda i, b, row, col, lane: inner[i, b, row, col, lane], name,
+                        padding_channels=False)
