@@ -100,3 +100,55 @@ def test_matches_tvm_topi_fixed_point_multiply():
         expect = fp.requantize(acc, m0, shift)
         in_range = (expect >= -(2**31)) & (expect < 2**31)  # TVM casts its result to int32
         np.testing.assert_array_equal(out.numpy()[in_range], expect[in_range])
+
+
+CODES = np.arange(-128, 128, dtype=np.int64)
+clip_ranges = st.tuples(st.integers(-128, 0), st.integers(1, 127))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(-(2**15), 2**15), min_size=1, max_size=8),
+       st.integers(-(2**20), 2**20), st.integers(0, 8), clip_ranges)
+def test_an_int32_affine_function_of_codes_is_found_again(a, b, s, bounds):
+    # a function that has the int32 form is found, whatever its channels' multipliers
+    lo, hi = bounds
+    a = np.array(a, np.int64)
+    target = np.clip((CODES[:, None] * a + b) >> s, lo, hi)
+    fit = fp.fit_int32_affine(CODES, target, lo, hi, a / 2.0**s)
+    assert fit is not None
+    np.testing.assert_array_equal(fit.apply(CODES), target)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.floats(2.0**-8, 8.0), min_size=1, max_size=8),
+       st.integers(-(2**12), 2**12), st.integers(-(2**16), 2**16), clip_ranges)
+def test_an_int32_affine_fit_of_a_q31_requantize_holds_in_int32(multipliers, weight, bias,
+                                                                bounds):
+    # a BatchNorm on a code (code * weight + bias), then a Q31 requantize in int64 and a clip:
+    # where a fit is returned, the int32 arithmetic itself (wrapping numpy int32, not the
+    # int64 ``apply``) reproduces every code's output, so no term can have overflowed
+    lo, hi = bounds
+    m0, shift = fp.quantize_multiplier(np.array(multipliers))
+    r = (31 - shift).astype(np.int64)
+    wide = CODES[:, None] * weight + bias
+    target = np.clip((wide * m0 + (np.int64(1) << (r - 1))) >> r, lo, hi)
+    fit = fp.fit_int32_affine(CODES, target, lo, hi, weight * m0 / np.exp2(r))
+    assume(fit is not None)
+    x = CODES.astype(np.int32)[:, None]
+    with np.errstate(over="ignore"):
+        int32 = (x * fit.a.astype(np.int32) + fit.b.astype(np.int32)) >> fit.s.astype(np.int32)
+    np.testing.assert_array_equal(np.clip(int32, lo, hi), target)
+
+
+def test_a_q31_batchnorm_on_codes_has_an_int32_form():
+    # the case the backend rewrites: realistic BatchNorm scales on int8 codes all fit
+    rng = np.random.default_rng(0)
+    weight = rng.integers(1, 2**10, 256)
+    bias = rng.integers(-(2**16), 2**16, 256)
+    m0, shift = fp.quantize_multiplier(rng.uniform(0.1, 4, 256) / weight)
+    r = (31 - shift).astype(np.int64)
+    wide = CODES[:, None] * weight + bias
+    target = np.clip((wide * m0 + (np.int64(1) << (r - 1))) >> r, 0, 127)
+    fit = fp.fit_int32_affine(CODES, target, 0, 127, weight * m0 / np.exp2(r))
+    assert fit is not None and fit.s.size == 1  # one shift shared by every channel
+    np.testing.assert_array_equal(fit.apply(CODES), target)

@@ -11,6 +11,8 @@ from tvm.target import codegen
 import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
+from tvm_quant_ext.backend.cpu.pointwise import depthwise_1x1_as_multiply
+from tvm_quant_ext.graph import is_const
 
 from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
@@ -246,6 +248,45 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
         np.testing.assert_array_equal(fused(image), expected)
         np.testing.assert_array_equal(no_sides(image), expected)
     assert len(np.unique(expected)) > 1
+
+
+def _int64_kernel_constants(mod) -> int:
+    """How many int64 constant tensors the fused kernels of ``main`` take."""
+    count = 0
+
+    def visit(expr):
+        nonlocal count
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
+            count += sum(is_const(a) and str(a.ty.dtype) == "int64"
+                         for a in expr.args[1].fields)
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return count
+
+
+@needs_vnni
+def test_batchnorm_after_a_residual_add_runs_in_int32_bit_exactly():
+    # ResNet v2 (the trained Fashion-MNIST zoo model): each block's last conv requantizes the
+    # residual sum to a code and applies the next block's BatchNorm and ReLU to it. That run
+    # becomes one int32 step (fewer int64 constants in the kernels), and the logits stay
+    # identical to the unfused graph and to the kernels without the rewrite
+    from tvm_quant_ext import zoo
+
+    model = zoo.load("fashion_resnet_v2", batch_size=1)
+    qmod = tvm_quant_ext.quantize(model.mod, model.params, dataset=[
+        model.calib[i:i + 1] for i in range(4)], config=tvm_quant_ext.QConfig(mode="integer"))
+    target = tvm.target.Target(VNNI_TARGET)
+    bn_as_multiply = depthwise_1x1_as_multiply(qmod)  # as lower does, so the BN joins the add
+    with_runs = _int64_kernel_constants(fuse_int8_layers(bn_as_multiply))
+    no_runs = fuse_int8_layers(bn_as_multiply, int32_runs=False)
+    assert with_runs < _int64_kernel_constants(no_runs), with_runs
+    fused = tvm_quant_ext.build(qmod, target)
+    no_runs = tvm_quant_ext.build(no_runs, target)
+    unfused = tvm_quant_ext.build(qmod, target, fuse=False)
+    for i in range(4, 12):
+        image = model.calib[i:i + 1]
+        expected = unfused(image)
+        np.testing.assert_array_equal(fused(image), expected)
+        np.testing.assert_array_equal(no_runs(image), expected)
 
 
 def to_blocked(codes: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:

@@ -145,3 +145,84 @@ def codes_dtype(nbit: int, signed: bool) -> str:
         raise ValueError(f"{nbit}-bit codes: at most 16 bits are supported")
     width = 8 if nbit <= 8 else 16
     return f"{'' if signed else 'u'}int{width}"
+
+
+INT32_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Int32Affine:
+    """``clip((x * a + b) >> s, lo, hi)`` computed in int32, per channel (``a``, ``b``, ``s``:
+    one entry a channel; ``s`` a single value when every channel shares it)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    s: np.ndarray
+    lo: int
+    hi: int
+
+    def apply(self, x) -> np.ndarray:
+        """``x`` (n values) -> (n, channels), in int64 numpy (the int32 arithmetic: no term of
+        it leaves int32 for the values it was fitted on)."""
+        x = np.asarray(x, np.int64)[:, None]
+        return np.clip((x * self.a + self.b) >> self.s, self.lo, self.hi)
+
+
+def fit_int32_affine(xs, target, lo: int, hi: int, slope) -> Optional[Int32Affine]:
+    """An ``Int32Affine`` equal to ``target`` at every ``xs``, or None when there is none near
+    ``slope``.
+
+    ``target[i, c]`` is what a chain of integer steps gives channel ``c`` for input ``xs[i]``,
+    already clipped to ``[lo, hi]``: a requantize of int8 codes, say, in int64 with a Q31
+    multiplier. Where ``x`` takes few values (a code) that chain is a clipped affine function of
+    ``x`` on them, and usually one with an int32 multiplier: ``s`` fractional bits are enough once
+    no ``x`` lies closer to a rounding step than the error of rounding ``slope * 2^s``. For each
+    ``s`` (0..30) and ``a`` next to ``slope[c] * 2^s`` the ``b`` that reproduce every target form
+    an interval (a target strictly inside ``(lo, hi)`` bounds ``x * a + b`` on both sides, one at
+    ``lo`` or ``hi`` on one side only), so the search is exact, not sampled. The smallest ``s``
+    that fits every channel is used; failing one, each channel's own smallest. Every term stays
+    within int32 for the ``xs``."""
+    xs = np.asarray(xs, np.int64)
+    target = np.asarray(target, np.int64)
+    slope = np.asarray(slope, np.float64).reshape(-1)
+    channels = target.shape[1]
+    x = xs[:, None]
+    inner_lo, inner_hi = target > lo, target < hi
+    found = {}  # s -> (a, b, fits) per channel
+    for s in range(31):
+        unit = np.int64(1) << s
+        best_a = np.zeros(channels, np.int64)
+        best_b = np.zeros(channels, np.int64)
+        fits = np.zeros(channels, bool)
+        if np.any(np.abs(slope) * unit * np.abs(xs).max() > 2 * INT32_LIMIT):
+            break  # larger s only makes x * a larger
+        centre = np.round(slope * float(unit)).astype(np.int64)
+        for step in (0, -1, 1):
+            a = centre + step
+            ax = x * a
+            lower = np.where(inner_lo, target * unit - ax, np.iinfo(np.int64).min).max(axis=0)
+            upper = np.where(inner_hi, (target + 1) * unit - 1 - ax,
+                             np.iinfo(np.int64).max).min(axis=0)
+            b = np.clip(0, lower, upper)
+            terms = np.maximum(np.abs(ax), np.abs(ax + b)).max(axis=0)
+            ok = (lower <= upper) & (terms <= INT32_LIMIT) & ~fits
+            best_a, best_b = np.where(ok, a, best_a), np.where(ok, b, best_b)
+            fits |= ok
+        found[s] = (best_a, best_b, fits)
+        if fits.all():
+            return _checked(Int32Affine(best_a, best_b, np.array(s, np.int64), lo, hi), xs, target)
+    a = np.zeros(channels, np.int64)
+    b = np.zeros(channels, np.int64)
+    shifts = np.full(channels, -1, np.int64)
+    for s, (sa, sb, fits) in found.items():
+        take = fits & (shifts < 0)
+        a, b, shifts = np.where(take, sa, a), np.where(take, sb, b), np.where(take, s, shifts)
+    if np.any(shifts < 0):
+        return None
+    return _checked(Int32Affine(a, b, shifts, lo, hi), xs, target)
+
+
+def _checked(fit: Int32Affine, xs, target) -> Optional[Int32Affine]:
+    # the interval construction is exact; this re-check keeps a mistake in it from ever
+    # becoming a kernel that differs from the graph
+    return fit if np.array_equal(fit.apply(xs), target) else None

@@ -13,7 +13,8 @@ the graph's own arithmetic (no re-derived formula), a fused kernel is bit-identi
 unfused graph by construction.
 
 One entry per op in ``EPILOGUE_OPS``: how to read its operands from the call (constant
-tensors, clip bounds, nothing) and how to apply it to a TE value.
+tensors, clip bounds, nothing), how to apply it to a TE value and to numpy arrays (what
+``int32_runs.py`` checks a rewritten run of steps against).
 
 A step may also combine the running value with a second tensor of the layer's shape (a
 ``Side``): a residual add's other branch, read at the same output element and taken through its
@@ -63,11 +64,13 @@ class Step:
 
 # read(call) -> (operands, attrs), or None when the call's operands are not ones a kernel can
 # hold (a non-constant tensor); apply(value, operands, step) -> value, with operands already
-# TE expressions indexed at the element (scalars or placeholders read at the broadcast index)
+# TE expressions indexed at the element (scalars or placeholders read at the broadcast index);
+# numpy(value, operands, step): the same on numpy arrays, in the step's dtype
 @dataclass(frozen=True)
 class EpilogueOp:
     apply: Callable[[object, List[object], Step], object]
     read: Callable[[relax.Call], Optional[Tuple[Tuple[np.ndarray, ...], Tuple]]]
+    numpy: Callable[[np.ndarray, List[np.ndarray], Step], np.ndarray]
 
 
 EPILOGUE_OPS: Dict[str, EpilogueOp] = {}
@@ -89,11 +92,13 @@ def _no_operands(call):
     return (), ()
 
 
-def register_epilogue(op: str, read=_constant_operands):
-    """``@register_epilogue(op)`` files ``apply`` for ``op``; ``read`` gets its operands."""
+def register_epilogue(op: str, read=_constant_operands, numpy=None):
+    """``@register_epilogue(op)`` files ``apply`` for ``op``; ``read`` gets its operands;
+    ``numpy`` applies it to numpy arrays (default: ``apply`` itself, for rules that are plain
+    Python arithmetic and so mean the same on both)."""
 
     def wrap(apply):
-        _register(op)(EpilogueOp(apply, read))
+        _register(op)(EpilogueOp(apply, read, numpy or apply))
         return apply
 
     return wrap
@@ -116,20 +121,25 @@ def _multiply(x, operands, step):
 
 @register_epilogue("relax.right_shift")
 def _right_shift(x, operands, step):
-    return x >> operands[0]  # arithmetic for signed types, as topi.right_shift
+    return x >> operands[0]  # arithmetic for signed types, as topi.right_shift (and numpy)
 
 
-@register_epilogue("relax.maximum")
+@register_epilogue("relax.maximum", numpy=lambda x, operands, step: np.maximum(x, operands[0]))
 def _maximum(x, operands, step):
     return te.max(x, operands[0])
 
 
-@register_epilogue("relax.minimum")
+@register_epilogue("relax.minimum", numpy=lambda x, operands, step: np.minimum(x, operands[0]))
 def _minimum(x, operands, step):
     return te.min(x, operands[0])
 
 
-@register_epilogue("relax.clip", read=_clip_bounds)
+def _clip_numpy(x, operands, step):
+    lo, hi = step.attrs
+    return np.maximum(np.minimum(x, hi), lo)
+
+
+@register_epilogue("relax.clip", read=_clip_bounds, numpy=_clip_numpy)
 def _clip(x, operands, step):
     lo, hi = step.attrs  # topi.clip: max(min(x, hi), lo) in the value's dtype
     return te.max(te.min(x, tvm.tirx.const(hi, step.dtype)), tvm.tirx.const(lo, step.dtype))
@@ -137,7 +147,7 @@ def _clip(x, operands, step):
 
 @register_epilogue("relax.astype", read=_no_operands)
 def _astype(x, operands, step):
-    return x.astype(step.dtype)
+    return x.astype(step.dtype)  # integer to integer: wraps, in TIR and numpy alike
 
 
 @dataclass

@@ -27,6 +27,7 @@ from tvm import relax
 from ...graph import bindings, is_const, op_name, shape_of, var_uses
 from . import packed
 from .epilogue import EPILOGUE_OPS, INTEGER_DTYPES, Epilogue, Side, Step, step_of
+from .int32_runs import collapse_int32_runs
 from .layers import LAYER_KERNELS, FuseOptions, layer_macs, links_packed
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
@@ -271,12 +272,13 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
 
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
                      epilogue: bool = True, packed_links: bool = True,
-                     sides: bool = True) -> tvm.IRModule:
+                     sides: bool = True, int32_runs: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked
     layout of ``packed.py`` (``packed_links``); a residual add's other branch is read inside the
-    kernel of the layer before it (``sides``)."""
+    kernel of the layer before it (``sides``); runs of epilogue steps on a code become one
+    int32 step where that is exact (``int32_runs``, ``int32_runs.py``)."""
     options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
                           packed_links=packed_links, sides=sides)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
@@ -286,6 +288,9 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
             rewriter.ends = _find_chains(func, options)
             rewriter.links = _packed_links(func, rewriter.ends, options)
             rewriter.ends = _narrow_sides(rewriter.ends, rewriter.links)
+            if int32_runs:
+                rewriter.ends = {v: _Chain(c.layer, collapse_int32_runs(
+                    c.epilogue, shape_of(c.layer))) for v, c in rewriter.ends.items()}
             rewriter.packed = {}
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     return relax.transform.DeadCodeElimination()(rewriter.builder_.finalize())
