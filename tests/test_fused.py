@@ -11,16 +11,11 @@ from tvm.target import codegen
 import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
-from tvm_quant_ext.backend.cpu.pointwise import depthwise_1x1_as_multiply
-from tvm_quant_ext.graph import is_const
 
+from blocked import HOST, VNNI_TARGET, needs_vnni, run_kernel, to_blocked
 from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
 
-VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
-HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
-needs_vnni = pytest.mark.skipif(not codegen.target_has_features("avx512vnni", HOST),
-                                reason="host CPU has no AVX-512 VNNI")
 
 
 def _call_tir_names(mod):
@@ -176,7 +171,7 @@ def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed
     ref = np.clip((_depthwise_reference(x, w, stride, padding, dil) + bias) >> 7, -128, 127)
     ref = ref.astype("int8")
     data = to_blocked(x, padding) if input_packed else x
-    got = _run_kernel(func, data, pack_depthwise_weight(w),
+    got = run_kernel(func, data, pack_depthwise_weight(w),
                       depthwise_shift_correction(w, data_dtype), bias)
     np.testing.assert_array_equal(got, to_blocked(ref, output_padding) if output_packed else ref)
     assert len(np.unique(ref)) > 10  # the epilogue neither saturates nor zeroes everything
@@ -250,67 +245,6 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
     assert len(np.unique(expected)) > 1
 
 
-def _int64_kernel_constants(mod) -> int:
-    """How many int64 constant tensors the fused kernels of ``main`` take."""
-    count = 0
-
-    def visit(expr):
-        nonlocal count
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
-            count += sum(is_const(a) and str(a.ty.dtype) == "int64"
-                         for a in expr.args[1].fields)
-    relax.analysis.post_order_visit(mod["main"], visit)
-    return count
-
-
-@needs_vnni
-def test_batchnorm_after_a_residual_add_runs_in_int32_bit_exactly():
-    # ResNet v2 (the trained Fashion-MNIST zoo model): each block's last conv requantizes the
-    # residual sum to a code and applies the next block's BatchNorm and ReLU to it. That run
-    # becomes one int32 step (fewer int64 constants in the kernels), and the logits stay
-    # identical to the unfused graph and to the kernels without the rewrite
-    from tvm_quant_ext import zoo
-
-    model = zoo.load("fashion_resnet_v2", batch_size=1)
-    qmod = tvm_quant_ext.quantize(model.mod, model.params, dataset=[
-        model.calib[i:i + 1] for i in range(4)], config=tvm_quant_ext.QConfig(mode="integer"))
-    target = tvm.target.Target(VNNI_TARGET)
-    bn_as_multiply = depthwise_1x1_as_multiply(qmod)  # as lower does, so the BN joins the add
-    with_runs = _int64_kernel_constants(fuse_int8_layers(bn_as_multiply))
-    no_runs = fuse_int8_layers(bn_as_multiply, int32_runs=False)
-    assert with_runs < _int64_kernel_constants(no_runs), with_runs
-    fused = tvm_quant_ext.build(qmod, target)
-    no_runs = tvm_quant_ext.build(no_runs, target)
-    unfused = tvm_quant_ext.build(qmod, target, fuse=False)
-    for i in range(4, 12):
-        image = model.calib[i:i + 1]
-        expected = unfused(image)
-        np.testing.assert_array_equal(fused(image), expected)
-        np.testing.assert_array_equal(no_runs(image), expected)
-
-
-def to_blocked(codes: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:
-    """NCHW int8/uint8 codes -> the blocked uint8 layout (signed codes + 128; the border of
-    ``padding`` (top, left, bottom, right) and the padding channels the shifted zero), written
-    out plainly in numpy."""
-    n, c, h, w = codes.shape
-    top, left, bottom, right = padding
-    shift = 128 if codes.dtype == np.int8 else 0
-    blocks = -(-c // 16)
-    out = np.full((n, blocks * 16, h + top + bottom, w + left + right), shift, np.int64)
-    out[:, :c, top:top + h, left:left + w] = codes.astype(np.int64) + shift
-    return out.reshape(n, blocks, 16, *out.shape[2:]).transpose(0, 1, 3, 4, 2).astype("uint8")
-
-
-def _run_kernel(func, *arrays):
-    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                      tvm.target.Target(VNNI_TARGET))
-    out = func.params[-1]
-    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
-    lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
-    return result.numpy()
-
-
 @needs_vnni
 @pytest.mark.parametrize("case", [
     # (in channels, mid channels, out channels, size, consumer kernel, padding, stride, dtype)
@@ -342,15 +276,15 @@ def test_packed_link_equals_nchw(case):
     first = [vnni.pack_weight(w1), shift_correction(w1, "int8")]
     second = [vnni.pack_weight(w2), shift_correction(w2, dtype)]
     conv = dict(strides=(stride, stride), padding=(pad,) * 4, epilogue=requantize("int8"))
-    y = _run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype)),
+    y = run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype)),
                     x, *first)
-    expected = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, **conv), y, *second)
-    packed = _run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype),
+    expected = run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, **conv), y, *second)
+    packed = run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype),
                                             output_packed=True, output_padding=(pad,) * 4),
                          x, *first)
     assert packed.shape == packed_shape(y.shape, (pad,) * 4)
     np.testing.assert_array_equal(packed, to_blocked(y, (pad,) * 4))  # the border written too
-    got = _run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, input_packed=True, **conv),
+    got = run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, input_packed=True, **conv),
                       packed, vnni.pack_weight(w2, input_packed=True), second[1])
     np.testing.assert_array_equal(got, expected)
     assert np.abs(expected.astype(int)).max() > 0  # not all zeros

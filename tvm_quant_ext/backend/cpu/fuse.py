@@ -28,7 +28,7 @@ from ...graph import bindings, is_const, op_name, shape_of, var_uses
 from . import packed
 from .epilogue import EPILOGUE_OPS, INTEGER_DTYPES, Epilogue, Side, Step, step_of
 from .int32_runs import collapse_int32_runs
-from .layers import LAYER_KERNELS, FuseOptions, layer_macs, links_packed
+from .layers import LAYER_KERNELS, FuseOptions, border_read, layer_macs, links_packed
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
 MACS_ATTR = "tvm_quant_ext.macs"  # a fused layer kernel's multiply-accumulates per call
@@ -143,7 +143,7 @@ def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
         if not links_packed(chain.layer, options):
             continue
         data = chain.layer.args[0]
-        borders.setdefault(data, []).append(tuple(int(p) for p in chain.layer.attrs.padding))
+        borders.setdefault(data, []).append(border_read(chain.layer))
         for side in chain.epilogue.sides():
             borders.setdefault(side.source, []).append(None)
     links = {}
@@ -153,7 +153,7 @@ def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
                 or not links_packed(producer.layer, options)):
             continue
         paddings = [r for r in reads if r is not None]
-        dtype = producer.epilogue.dtype or "int32"
+        dtype = producer.epilogue.dtype or str(producer.layer.ty.dtype)
         if dtype in ("int8", "uint8") or (not paddings and dtype in INTEGER_DTYPES):
             links[var] = packed.widest_border(paddings)
     return links
@@ -267,20 +267,22 @@ class _FuseLayers(relax.PyExprMutator):
 def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
     """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel, with no
     epilogue (int32 out): the unfused form."""
-    return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False)
+    return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False, pools=False)
 
 
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
                      epilogue: bool = True, packed_links: bool = True,
-                     sides: bool = True, int32_runs: bool = True) -> tvm.IRModule:
+                     sides: bool = True, int32_runs: bool = True,
+                     pools: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked
     layout of ``packed.py`` (``packed_links``); a residual add's other branch is read inside the
     kernel of the layer before it (``sides``); runs of epilogue steps on a code become one
-    int32 step where that is exact (``int32_runs``, ``int32_runs.py``)."""
+    int32 step where that is exact (``int32_runs``, ``int32_runs.py``); max pools on codes
+    run with their epilogue too (``pools``, ``pool.py``)."""
     options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
-                          packed_links=packed_links, sides=sides)
+                          packed_links=packed_links, sides=sides, pools=pools)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
     rewriter = _FuseLayers(mod, options)
     for gv, func in mod.functions_items():
@@ -290,7 +292,8 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
             rewriter.ends = _narrow_sides(rewriter.ends, rewriter.links)
             if int32_runs:
                 rewriter.ends = {v: _Chain(c.layer, collapse_int32_runs(
-                    c.epilogue, shape_of(c.layer))) for v, c in rewriter.ends.items()}
+                    c.epilogue, shape_of(c.layer), str(c.layer.ty.dtype)))
+                    for v, c in rewriter.ends.items()}
             rewriter.packed = {}
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     return relax.transform.DeadCodeElimination()(rewriter.builder_.finalize())

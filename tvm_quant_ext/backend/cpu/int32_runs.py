@@ -59,6 +59,8 @@ _LINEAR = {
 
 
 def _dtype_range(dtype: str) -> Optional[Tuple[int, int]]:
+    if not np.issubdtype(np.dtype(dtype), np.integer):
+        return None
     info = np.iinfo(dtype)
     return (int(info.min), int(info.max)) if info.bits <= 16 else None
 
@@ -170,11 +172,12 @@ def _collapse_at(steps, start, known, dtype, ndim, channels):
 def collapse_int32_runs(epilogue: Epilogue, layer_shape: Sequence[int],
                         in_dtype: str = "int32") -> Epilogue:
     """``epilogue`` with each run of steps on a code that has an int32 form replaced by it.
-    ``in_dtype``: the accumulator's type, where the first step starts."""
+    ``in_dtype``: the layer's output type, where the first step starts (a pool's codes are a
+    known range already)."""
     steps = epilogue.steps
     ndim, channels = len(layer_shape), int(layer_shape[CHANNEL_AXIS])
     out: List[Step] = []
-    known, dtype, i = None, in_dtype, 0
+    known, dtype, i = _dtype_range(in_dtype), in_dtype, 0
     while i < len(steps):
         found = None
         if known is not None and known[1] - known[0] < MAX_CODES:

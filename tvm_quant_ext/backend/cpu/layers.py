@@ -9,7 +9,9 @@ and rewrites the graph.
 
 * conv2d groups=1 and dense (matmul with a constant 2-D weight), int8/uint8 x int8 -> int32:
   the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni;
-* depthwise conv2d (groups == in channels == out channels): ``depthwise.py``.
+* depthwise conv2d (groups == in channels == out channels): ``depthwise.py``;
+* max pool on int8 / uint8 codes (``pool.py``): no quantizer layer (it has no weight), but a
+  kernel with an epilogue all the same, filed with ``register_pool``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from . import packed, vnni
 from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
                         pack_depthwise_weight)
 from .epilogue import Epilogue
+from .pool import max_pool_kernel
 
 
 @dataclass
@@ -57,6 +60,14 @@ def register_layer(op: str):
     return _register_kernel(op)
 
 
+def register_pool(op: str):
+    """``@register_pool(op)``: the fused kernel rule of a pool, an op with no weight that
+    reads and writes codes (so it is no layer of ``LAYER_OPS``)."""
+    if op in LAYER_OPS:
+        raise ValueError(f"{op!r} is a layer op: register its kernel with register_layer")
+    return _register_kernel(op)
+
+
 @dataclass(frozen=True)
 class FuseOptions:
     vnni: bool = True        # conv2d groups=1 / dense on vpdpbusd
@@ -64,6 +75,7 @@ class FuseOptions:
     epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
     packed_links: bool = True  # VNNI / depthwise conv -> such a conv: the blocked layout between
     sides: bool = True       # a residual add's other branch read inside the kernel (``Side``)
+    pools: bool = True       # max pools on codes, with their epilogue (``pool.py``)
     # per call, set by the rewrite: this layer's input comes packed / its output goes packed,
     # bordered with its readers' widest padding
     input_packed: bool = False
@@ -106,9 +118,26 @@ def on_depthwise(call: relax.Call, options: FuseOptions) -> bool:
     return int(call.attrs.groups) == channels == weight.shape[0] and weight.shape[1] == 1
 
 
+def on_max_pool(call: relax.Call, options: FuseOptions) -> bool:
+    """Whether ``call`` runs on the max pool kernel (codes, NCHW, no ceil mode)."""
+    if not (options.pools and op_name(call) == "relax.nn.max_pool2d"):
+        return False
+    a = call.attrs
+    return (str(call.args[0].ty.dtype) in ("int8", "uint8") and str(a.layout) == "NCHW"
+            and str(a.out_layout or a.layout) == "NCHW" and not bool(a.ceil_mode))
+
+
 def links_packed(call: relax.Call, options: FuseOptions) -> bool:
     """Whether ``call``'s kernel reads and writes the blocked layout of ``packed.py``."""
-    return on_vnni_conv(call, options) or on_depthwise(call, options)
+    return on_vnni_conv(call, options) or on_depthwise(call, options) or on_max_pool(call, options)
+
+
+def border_read(call: relax.Call) -> Tuple[int, int, int, int]:
+    """The border ``call``'s kernel needs its blocked input to have: a conv's zero padding; none
+    for a max pool, which pads with the smallest code by checking its taps itself."""
+    if op_name(call) == "relax.nn.max_pool2d":
+        return (0, 0, 0, 0)
+    return tuple(int(p) for p in call.attrs.padding)
 
 
 @register_layer("relax.nn.conv2d")
@@ -178,8 +207,28 @@ def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[La
                        reshape_to=(rows, weight.shape[0]))
 
 
+@register_pool("relax.nn.max_pool2d")
+def _max_pool_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
+    if not on_max_pool(call, options):
+        return None
+    a = call.attrs
+    out_shape = tuple(int(s) for s in call.ty.shape)
+    func = max_pool_kernel([int(s) for s in call.args[0].ty.shape], out_shape,
+                           str(call.args[0].ty.dtype), a.pool_size, a.strides, a.padding,
+                           a.dilation, epilogue=epilogue, input_packed=options.input_packed,
+                           input_border=options.input_border,
+                           output_packed=options.output_packed,
+                           output_padding=options.output_padding)
+    dtype = epilogue.dtype or str(call.ty.dtype)  # no epilogue: the pooled codes
+    kernel = LayerKernel(func, "max_pool2d_int8", [], out_shape, out_dtype=dtype)
+    return _maybe_packed(kernel, options, dtype)
+
+
 def layer_macs(call: relax.Call) -> int:
-    """Multiply-accumulates of a conv2d (NCHW / OIHW, any groups) or (N, K) x (K, M) matmul."""
+    """Multiply-accumulates of a conv2d (NCHW / OIHW, any groups) or (N, K) x (K, M) matmul;
+    0 for an op with no weight (a pool)."""
+    if len(call.args) < 2:
+        return 0
     weight = [int(d) for d in call.args[1].ty.shape]
     outputs = int(np.prod([int(d) for d in call.ty.shape]))
     if op_name(call) == "relax.matmul":

@@ -1,0 +1,33 @@
+"""The blocked layout written out plainly in numpy, and one kernel run on its own: what the
+fused-kernel tests compare against."""
+import numpy as np
+import pytest
+import tvm
+from tvm.target import codegen
+
+VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
+HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+needs_vnni = pytest.mark.skipif(not codegen.target_has_features("avx512vnni", HOST),
+                                reason="host CPU has no AVX-512 VNNI")
+
+
+def to_blocked(codes: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:
+    """NCHW int8/uint8 codes -> the blocked uint8 layout (signed codes + 128; the border of
+    ``padding`` (top, left, bottom, right) and the padding channels the shifted zero), written
+    out plainly in numpy."""
+    n, c, h, w = codes.shape
+    top, left, bottom, right = padding
+    shift = 128 if codes.dtype == np.int8 else 0
+    blocks = -(-c // 16)
+    out = np.full((n, blocks * 16, h + top + bottom, w + left + right), shift, np.int64)
+    out[:, :c, top:top + h, left:left + w] = codes.astype(np.int64) + shift
+    return out.reshape(n, blocks, 16, *out.shape[2:]).transpose(0, 1, 3, 4, 2).astype("uint8")
+
+
+def run_kernel(func, *arrays):
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      tvm.target.Target(VNNI_TARGET))
+    out = func.params[-1]
+    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
+    lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
+    return result.numpy()
