@@ -12,7 +12,8 @@ import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
-from blocked import HOST, VNNI_TARGET, needs_vnni, run_kernel, to_blocked
+from kernel_checks import (HOST, VNNI_TARGET, assert_same_as_unfused, integer_quantized,
+                           needs_vnni, run_kernel, to_blocked)
 from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
 
@@ -26,14 +27,6 @@ def _call_tir_names(mod):
             names.append(expr.args[0].name_hint)
     relax.analysis.post_order_visit(mod["main"], visit)
     return names
-
-
-def _quantized(graph, shape, symmetric=True, seed=0):
-    mod, params = graph
-    rng = np.random.default_rng(seed)
-    calib = [rng.standard_normal(shape).astype("float32") for _ in range(4)]
-    return tvm_quant_ext.quantize(mod, params, dataset=calib, config=tvm_quant_ext.QConfig(
-        mode="integer", activation_symmetric=symmetric))
 
 
 def test_chain_becomes_one_kernel():
@@ -56,7 +49,7 @@ def test_chain_becomes_one_kernel():
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_depthwise_fused_equals_unfused(symmetric):
     # stride 2, TF "same" asymmetric padding, zero points (explicit pad) when asymmetric
-    qmod = _quantized(depthwise_block(channels=6, size=11), (1, 6, 11, 11), symmetric)
+    qmod = integer_quantized(depthwise_block(channels=6, size=11), (1, 6, 11, 11), symmetric)
     fused = fuse_int8_layers(qmod, vnni=False)
     assert "depthwise_conv2d_int8" in _call_tir_names(fused)
     x = np.random.default_rng(3).standard_normal((1, 6, 11, 11)).astype("float32") * 2
@@ -67,7 +60,7 @@ def test_depthwise_fused_equals_unfused(symmetric):
 @needs_vnni
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_integer_realize_fused_is_bit_exact(symmetric):
-    qmod = _quantized(tiny_resnet(), (1, 3, 16, 16), symmetric)
+    qmod = integer_quantized(tiny_resnet(), (1, 3, 16, 16), symmetric)
     x = np.random.default_rng(5).standard_normal((2, 1, 3, 16, 16)).astype("float32")
     fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
     unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
@@ -182,7 +175,7 @@ def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed
 def test_conv_to_conv_stays_packed(symmetric):
     # a VNNI conv whose only reader is another VNNI conv hands over the blocked layout, not NCHW
     mod, params = tiny_resnet()
-    qmod = _quantized((mod, params), (1, 3, 16, 16), symmetric=symmetric)
+    qmod = integer_quantized((mod, params), (1, 3, 16, 16), symmetric=symmetric)
     names = _call_tir_names(lower(qmod, tvm.target.Target(VNNI_TARGET)))
     assert "conv2d_int8_vnni_packed" in names
     fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
@@ -214,7 +207,7 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
     # both adds of residual_stack (identity and projection shortcut) are read inside the
     # kernel of the conv before them: no elementwise kernel between the convs, every block
     # input stays blocked (with the 3x3 reader's border) and the logits are bit-identical
-    qmod = _quantized(residual_stack(), (1, 3, 12, 12), symmetric)
+    qmod = integer_quantized(residual_stack(), (1, 3, 12, 12), symmetric)
     lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
     names = _call_tir_names(lowered)
     convs = [n for n in names if "vnni" in n]
@@ -233,16 +226,9 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
     # away, travels as its low 32 bits
     assert _kernel_args(lowered, convs[-2])[-1] == (1, 3, 6, 6, 16)
     assert str(_kernel_call(lowered, convs[-3]).ty.dtype) == "int32"
-    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
-    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
-    no_sides = tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False), VNNI_TARGET)
-    rng = np.random.default_rng(2)
-    for _ in range(3):
-        image = rng.standard_normal((1, 3, 12, 12)).astype("float32") * 2
-        expected = unfused(image)
-        np.testing.assert_array_equal(fused(image), expected)
-        np.testing.assert_array_equal(no_sides(image), expected)
-    assert len(np.unique(expected)) > 1
+    assert_same_as_unfused(qmod, [
+        tvm_quant_ext.build(qmod, VNNI_TARGET),
+        tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False), VNNI_TARGET)], (1, 3, 12, 12))
 
 
 @needs_vnni

@@ -1,9 +1,12 @@
-"""The blocked layout written out plainly in numpy, and one kernel run on its own: what the
-fused-kernel tests compare against."""
+"""What the fused-kernel tests share: the blocked layout written out plainly in numpy, one kernel
+run on its own, a small graph quantized for the integer realize, and builds checked against
+the unfused graph."""
 import numpy as np
 import pytest
 import tvm
 from tvm.target import codegen
+
+import tvm_quant_ext
 
 VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
 HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
@@ -31,3 +34,25 @@ def run_kernel(func, *arrays):
     result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
     lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
     return result.numpy()
+
+
+def integer_quantized(graph, shape, symmetric=True, seed=0):
+    """``graph`` (mod, params) through the integer realize, calibrated on 4 random batches."""
+    mod, params = graph
+    rng = np.random.default_rng(seed)
+    calib = [rng.standard_normal(shape).astype("float32") for _ in range(4)]
+    return tvm_quant_ext.quantize(mod, params, dataset=calib, config=tvm_quant_ext.QConfig(
+        mode="integer", activation_symmetric=symmetric))
+
+
+def assert_same_as_unfused(qmod, builds, shape, seed=2, images=3):
+    """Each of ``builds`` (compiled models) gives the unfused VNNI build's logits, bit for bit,
+    on random inputs twice the calibration's spread; and those logits are not all one value."""
+    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    rng = np.random.default_rng(seed)
+    for _ in range(images):
+        image = rng.standard_normal(shape).astype("float32") * 2
+        expected = unfused(image)
+        for model in builds:
+            np.testing.assert_array_equal(model(image), expected)
+    assert len(np.unique(expected)) > 1
