@@ -11,8 +11,8 @@ ops on 16 lanes where it did nine on 8-lane int64 vectors and three per-channel 
 (the stage-1 block ends of ResNet-50 v2: 0.33 -> 0.26 ms a call), and its output is unchanged
 for every input.
 
-A run starts where the value's range is known and small (after a ``clip``, or a cast to a
-type of at most 16 bits) and ends at a later ``clip`` (with the casts after it that keep its
+A run starts where the value's range is known and small (after a ``clip``, a cast to a type
+of at most 16 bits, or at a max pool's codes) and ends at a later ``clip`` (with the casts after it that keep its
 range), its steps reading scalars or per-channel constants only; a run that does not fit is
 left as it was.
 """
