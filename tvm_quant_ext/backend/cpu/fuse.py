@@ -3,8 +3,8 @@ one scheduled kernel.
 
 Left alone, an int8 conv becomes one kernel writing an int32 tensor and the realize's
 requantize chain a second, single-threaded int64 kernel reading it back.
-``fuse_int8_layers`` matches such chains: a layer call (``LAYER_KERNELS``, keyed by op, every
-key a layer op of ``layer_ops.LAYER_OPS``) followed by any run of elementwise integer ops with
+``fuse_int8_layers`` matches such chains: a layer call (``LAYER_KERNELS``, keyed by op: the
+layer ops of ``layer_ops.LAYER_OPS`` and the max pool, which has no weight) followed by any run of elementwise integer ops with
 constant second operands (``epilogue.EPILOGUE_OPS``), each intermediate used once, and replaces
 the chain's last binding by one ``call_tir`` whose kernel computes the accumulator and applies
 the chain (``epilogue.Epilogue``) to each accumulator element before writing the (int8)
