@@ -4,6 +4,7 @@ the unfused graph."""
 import numpy as np
 import pytest
 import tvm
+from tvm import relax
 from tvm.target import codegen
 
 import tvm_quant_ext
@@ -12,6 +13,22 @@ VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
 HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
 needs_vnni = pytest.mark.skipif(not codegen.target_has_features("avx512vnni", HOST),
                                 reason="host CPU has no AVX-512 VNNI")
+
+
+def kernel_calls(mod):
+    """The ``call_tir`` calls of ``mod``'s ``main``, in order."""
+    calls = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
+            calls.append(expr)
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return calls
+
+
+def call_tir_names(mod):
+    """The names of the kernels ``mod``'s ``main`` calls, in order."""
+    return [call.args[0].name_hint for call in kernel_calls(mod)]
 
 
 def to_blocked(codes: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:

@@ -12,28 +12,21 @@ import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
-from kernel_checks import (HOST, VNNI_TARGET, assert_same_as_unfused, integer_quantized,
-                           needs_vnni, run_kernel, to_blocked)
+from kernel_checks import (HOST, VNNI_TARGET, assert_same_as_unfused, call_tir_names,
+                           integer_quantized, kernel_calls, needs_vnni, run_kernel,
+                           to_blocked)
 from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
 
 
 
-def _call_tir_names(mod):
-    names = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
-            names.append(expr.args[0].name_hint)
-    relax.analysis.post_order_visit(mod["main"], visit)
-    return names
 
 
 def test_chain_becomes_one_kernel():
     # conv -> bias -> int64 requantize -> clip -> cast: one call_tir, no separate elementwise
     mod, _ = int8_conv_block(in_ch=8, out_ch=16, classes=7)
     fused = fuse_int8_layers(mod)
-    names = _call_tir_names(fused)
+    names = call_tir_names(fused)
     assert names == ["conv2d_int8_vnni", "dense_int8_vnni"]
     ops = set()
     relax.analysis.post_order_visit(fused["main"], lambda e: ops.add(
@@ -51,7 +44,7 @@ def test_depthwise_fused_equals_unfused(symmetric):
     # stride 2, TF "same" asymmetric padding, zero points (explicit pad) when asymmetric
     qmod = integer_quantized(depthwise_block(channels=6, size=11), (1, 6, 11, 11), symmetric)
     fused = fuse_int8_layers(qmod, vnni=False)
-    assert "depthwise_conv2d_int8" in _call_tir_names(fused)
+    assert "depthwise_conv2d_int8" in call_tir_names(fused)
     x = np.random.default_rng(3).standard_normal((1, 6, 11, 11)).astype("float32") * 2
     np.testing.assert_array_equal(tvm_quant_ext.build(qmod, "llvm")(x),
                                   tvm_quant_ext.build(qmod, "llvm", fuse=False)(x))
@@ -79,7 +72,7 @@ def test_real_model_fused_equals_unfused(name):
     qmod = tvm_quant_ext.quantize(model.mod, model.params, dataset=calib,
                                   config=tvm_quant_ext.QConfig(mode="integer"))
     lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
-    assert not [n for n in _call_tir_names(lowered) if "conv2d" in n and "int8" not in n]
+    assert not [n for n in call_tir_names(lowered) if "conv2d" in n and "int8" not in n]
     fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
     unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
     for i in range(4, 9):
@@ -176,7 +169,7 @@ def test_conv_to_conv_stays_packed(symmetric):
     # a VNNI conv whose only reader is another VNNI conv hands over the blocked layout, not NCHW
     mod, params = tiny_resnet()
     qmod = integer_quantized((mod, params), (1, 3, 16, 16), symmetric=symmetric)
-    names = _call_tir_names(lower(qmod, tvm.target.Target(VNNI_TARGET)))
+    names = call_tir_names(lower(qmod, tvm.target.Target(VNNI_TARGET)))
     assert "conv2d_int8_vnni_packed" in names
     fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
     unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
@@ -188,10 +181,7 @@ def test_conv_to_conv_stays_packed(symmetric):
 
 def _kernel_call(mod, name):
     """Kernel ``name``'s one ``call_tir`` in ``main``."""
-    calls = []
-    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if (
-        isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.call_tir"
-        and e.args[0].name_hint == name) else None)
+    calls = [call for call in kernel_calls(mod) if call.args[0].name_hint == name]
     assert len(calls) == 1, (name, len(calls))
     return calls[0]
 
@@ -209,7 +199,7 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
     # input stays blocked (with the 3x3 reader's border) and the logits are bit-identical
     qmod = integer_quantized(residual_stack(), (1, 3, 12, 12), symmetric)
     lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
-    names = _call_tir_names(lowered)
+    names = call_tir_names(lowered)
     convs = [n for n in names if "vnni" in n]
     assert len(convs) == 7, names  # stem, 2 + 3 block convs, the dense layer
     between = names[names.index(convs[0]):names.index(convs[-2]) + 1]
@@ -297,7 +287,7 @@ def test_1x1_depthwise_becomes_a_fused_multiply():
             out = bb.emit_output(op.astype(op.clip(y, 0, 127), "int8"))
         bb.emit_func_output(out)
     mod = bb.get()
-    names = _call_tir_names(lower(mod, tvm.target.Target(VNNI_TARGET)))
+    names = call_tir_names(lower(mod, tvm.target.Target(VNNI_TARGET)))
     assert len(names) == 1 and "depthwise" not in names[0], names
     a = rng.integers(-128, 128, shape).astype("int8")
     b = rng.integers(-128, 128, shape).astype("int8")
@@ -342,7 +332,7 @@ def test_15_bit_weights_run_as_two_int8_layers_bit_exactly(graph, shape, target,
     assert layers and set(layers) == {"int16"}
     assert weight_dtypes(split_wide_weights(qmod)) == ["int8"] * (2 * len(layers))
     if target is VNNI_TARGET:  # every layer on the VNNI kernel
-        kernels = _call_tir_names(lower(qmod, tvm.target.Target(target)))
+        kernels = call_tir_names(lower(qmod, tvm.target.Target(target)))
         assert sum("int8_vnni" in n for n in kernels) == 2 * len(layers), kernels
     fused = tvm_quant_ext.build(qmod, target)
     unfused = tvm_quant_ext.build(qmod, target, fuse=False)

@@ -3,7 +3,6 @@ runs rewritten in int32, each bit-identical to the graph it replaces."""
 import numpy as np
 import pytest
 import tvm
-from tvm import relax
 
 import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
@@ -13,8 +12,8 @@ from tvm_quant_ext.backend.cpu.pointwise import depthwise_1x1_as_multiply
 from tvm_quant_ext.backend.cpu.pool import max_pool_kernel
 from tvm_quant_ext.graph import is_const
 
-from kernel_checks import (VNNI_TARGET, assert_same_as_unfused, integer_quantized, needs_vnni,
-                           run_kernel, to_blocked)
+from kernel_checks import (VNNI_TARGET, assert_same_as_unfused, call_tir_names, integer_quantized,
+                           kernel_calls, needs_vnni, run_kernel, to_blocked)
 from graphs import tiny_resnet
 
 
@@ -91,10 +90,7 @@ def test_stem_max_pool_runs_blocked_between_the_convs(symmetric):
     # logits are bit-identical to the unfused graph and to TVM's own pool
     qmod = integer_quantized(tiny_resnet(), (1, 3, 16, 16), symmetric)
     lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
-    names = []
-    relax.analysis.post_order_visit(lowered["main"], lambda e: names.append(e.args[0].name_hint)
-                                    if isinstance(e, relax.Call) and getattr(
-                                        e.op, "name", "") == "relax.call_tir" else None)
+    names = call_tir_names(lowered)
     pools = [n for n in names if n.startswith("max_pool2d_int8")]
     assert pools == ["max_pool2d_int8_packed"], names
     stem = names.index(pools[0]) - 1
@@ -107,15 +103,8 @@ def test_stem_max_pool_runs_blocked_between_the_convs(symmetric):
 
 def _int64_kernel_constants(mod) -> int:
     """How many int64 constant tensors the fused kernels of ``main`` take."""
-    count = 0
-
-    def visit(expr):
-        nonlocal count
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
-            count += sum(is_const(a) and str(a.ty.dtype) == "int64"
-                         for a in expr.args[1].fields)
-    relax.analysis.post_order_visit(mod["main"], visit)
-    return count
+    return sum(is_const(a) and str(a.ty.dtype) == "int64"
+               for call in kernel_calls(mod) for a in call.args[1].fields)
 
 
 @needs_vnni
