@@ -197,7 +197,8 @@ def parse_args(argv):
     ap.add_argument("--tvm-extra-mcpu", nargs="*", default=[], metavar="MCPU",
                     help="extra tvm_quant_ext int8 rows built for these CPUs (e.g. haswell)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--mcpu", default="znver4", help="TVM's target CPU (default znver4)")
+    ap.add_argument("--mcpu", default=None,
+                    help="TVM's target CPU (default: this machine's, backend.target.host_cpu)")
     ap.add_argument("--calib-images", type=int, help="calibration images (default 16)")
     ap.add_argument("--max-block-s", type=float, default=20.0,
                     help="cap a block's runs to about this many seconds (untuned TVM fp32 takes "
@@ -208,6 +209,10 @@ def parse_args(argv):
     ap.add_argument("--venv", default=venv.default_dir(), help="the OpenVINO / NNCF venv")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    if args.mcpu is None:
+        sys.path.insert(0, ROOT)
+        from tvm_quant_ext.backend.target import host_cpu  # tvm only names the CPU here
+        args.mcpu = host_cpu()
     quick = args.quick
     defaults = {"models": ["mnist_cnn"] if quick else list(DEFAULT_MODELS),
                 "batches": [1] if quick else [1, 8], "rounds": 2 if quick else 5,

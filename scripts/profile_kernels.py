@@ -28,6 +28,7 @@ from tvm import relax  # noqa: E402
 
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
 from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
+from tvm_quant_ext.backend.target import host_cpu  # noqa: E402
 from tvm_quant_ext.backend.tune import tune  # noqa: E402
 from tvm_quant_ext.backend.cpu.fuse import MACS_ATTR  # noqa: E402
 from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
@@ -93,7 +94,7 @@ def main(argv=None):
     ap.add_argument("--model", default="efficientnet_lite0",
                     choices=sorted(set(zoo.MODELS) | set(TORCH_MODELS)))
     ap.add_argument("--mode", default="integer", choices=("fp32", "integer"))
-    ap.add_argument("--mcpu", default="znver4")
+    ap.add_argument("--mcpu", default=host_cpu(), help="default: this machine's CPU")
     ap.add_argument("--tuning-db", default=None)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--batch", type=int, default=1)

@@ -5,17 +5,12 @@ import shutil
 import numpy as np
 import pytest
 import tvm
-from tvm.target import codegen
 
 import tvm_quant_ext
 from tvm_quant_ext.backend.build import compile_module
 
 from int8_graphs import int8_conv_block
-
-VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
-HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
-needs_vnni = pytest.mark.skipif(not codegen.target_has_features("avx512vnni", HOST),
-                                reason="host CPU has no AVX-512 VNNI")
+from kernel_checks import VNNI_TARGET, needs_vnni
 
 
 def _inputs(dtype, shape, seed=1):

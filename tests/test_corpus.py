@@ -14,10 +14,10 @@ from tvm_quant_ext.evaluate import evaluate
 from tvm_quant_ext.zoo import EvalSet, ZooModel
 
 from corpus import CASES, FAST
+from kernel_checks import HOST, VNNI_TARGET
 
-TARGETS = {"vnni": {"kind": "llvm", "mcpu": "znver4"}, "x86-64": {"kind": "llvm", "mcpu": "x86-64"}}
-HOST_HAS_VNNI = codegen.target_has_features(
-    "avx512vnni", tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
+TARGETS = {"vnni": VNNI_TARGET, "x86-64": {"kind": "llvm", "mcpu": "x86-64"}}
+HOST_HAS_VNNI = codegen.target_has_features("avx512vnni", HOST)
 
 
 def run_case(name, timed=False):

@@ -15,10 +15,9 @@ from tvm.target import codegen
 import tvm_quant_ext
 
 from graphs import tiny_resnet
+from kernel_checks import HOST, VNNI_TARGET
 
 NO_VNNI_TARGETS = [{"kind": "llvm", "mcpu": "x86-64"}, {"kind": "llvm", "mcpu": "haswell"}]
-VNNI_TARGET = {"kind": "llvm", "mcpu": "znver4"}
-HOST = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
 HOST_HAS_VNNI = bool(codegen.target_has_features("avx512vnni", HOST))
 
 

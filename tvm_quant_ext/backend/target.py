@@ -23,3 +23,23 @@ def make_target(target: TargetLike) -> tvm.target.Target:
 def target_dict(target: tvm.target.Target) -> dict:
     """The target as a dict that ``tvm.target.Target`` accepts back (to derive variants)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(target.export()).items()}
+
+
+def host_cpu() -> str:
+    """LLVM's name for this machine's CPU (``mcpu``): code built for it runs here. Code built
+    for another vendor's CPU with the same vector features may not: LLVM uses SSE4a's
+    ``insertq`` for ``znver4``, an illegal instruction on Intel's cores."""
+    from tvm.target import codegen
+
+    return str(codegen.llvm_get_system_cpu())
+
+
+def vnni_cpu() -> str:
+    """An ``mcpu`` with AVX-512 VNNI to build the VNNI kernels for: this machine's own where it
+    has VNNI (so the code also runs here), else ``znver4`` (compiled here, run elsewhere)."""
+    from tvm.target import codegen
+
+    host = host_cpu()
+    has_vnni = codegen.target_has_features("avx512vnni", tvm.target.Target(
+        {"kind": "llvm", "mcpu": host}))
+    return host if has_vnni else "znver4"
