@@ -120,9 +120,11 @@ def test_batchnorm_after_a_residual_add_runs_in_int32_bit_exactly():
         model.calib[i:i + 1] for i in range(4)], config=tvm_quant_ext.QConfig(mode="integer"))
     target = tvm.target.Target(VNNI_TARGET)
     bn_as_multiply = depthwise_1x1_as_multiply(qmod)  # as lower does, so the BN joins the add
-    with_runs = _int64_kernel_constants(fuse_int8_layers(bn_as_multiply))
-    no_runs = fuse_int8_layers(bn_as_multiply, int32_runs=False)
+    with_runs = _int64_kernel_constants(fuse_int8_layers(bn_as_multiply, int32_steps=False))
+    no_runs = fuse_int8_layers(bn_as_multiply, int32_runs=False, int32_steps=False)
     assert with_runs < _int64_kernel_constants(no_runs), with_runs
+    # and with the wide steps in int32 too (int32_steps.py) no kernel takes an int64 constant
+    assert _int64_kernel_constants(fuse_int8_layers(bn_as_multiply)) == 0
     fused = tvm_quant_ext.build(qmod, target)
     no_runs = tvm_quant_ext.build(no_runs, target)
     unfused = tvm_quant_ext.build(qmod, target, fuse=False)

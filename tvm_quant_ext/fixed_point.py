@@ -226,3 +226,62 @@ def _checked(fit: Int32Affine, xs, target) -> Optional[Int32Affine]:
     # the interval construction is exact; this re-check keeps a mistake in it from ever
     # becoming a kernel that differs from the graph
     return fit if np.array_equal(fit.apply(xs), target) else None
+
+
+HIGH_HALF_MIN_SHIFT = 33  # (x * M0 + 2^(r-1)) >> r from the product's high 32 bits: r >= 33
+HIGH_HALF_MAX_SHIFT = 62  # and 2^(r-33) <= 2^29, so the rounding add stays within int32
+
+
+def high_half_operands(m0, rshift) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(M0, round, k)`` as int32 for ``multiply_high_half``, or None when the Q31 multiply
+    ``(x * M0 + 2^(r-1)) >> r`` has no such form (``M0`` outside int32, ``r`` outside
+    [33, 62]). ``round = 2^(r-33)``, ``k = r - 32``; shapes as given."""
+    m0, rshift = np.asarray(m0, np.int64), np.asarray(rshift, np.int64)
+    if np.any(m0 < -INT32_LIMIT - 1) or np.any(m0 > INT32_LIMIT):
+        return None
+    if np.any(rshift < HIGH_HALF_MIN_SHIFT) or np.any(rshift > HIGH_HALF_MAX_SHIFT):
+        return None
+    return (m0.astype(np.int32), (np.int64(1) << (rshift - 33)).astype(np.int32),
+            (rshift - 32).astype(np.int32))
+
+
+def multiply_high_half(x, m0, rounding, k) -> np.ndarray:
+    """``(hi(x * M0) + round) >> k`` in int32, ``hi`` the high 32 bits of the 64-bit product
+    of two int32 values (``high_half_operands``' terms).
+
+    It equals the Q31 multiply ``(x * M0 + 2^(r-1)) >> r`` for every int32 ``x``: with
+    ``x * M0 = hi * 2^32 + lo``, ``0 <= lo < 2^32``, ``(x * M0 + 2^(r-1)) / 2^r`` is
+    ``(hi + 2^(r-33) + lo / 2^32) / 2^(r-32)``, and the floor of (an integer + a fraction in
+    [0, 1)) / 2^j is the floor of the integer / 2^j. ``|hi| <= 2^30`` and ``round <= 2^29``, so
+    every term is an int32 (on AVX-512: 16 lanes a vector, ``vpmuldq`` for the products, where
+    the 64-bit form holds 8 and multiplies a per-channel constant with ``vpmullq``)."""
+    x = np.asarray(x, np.int64)
+    high = (x * np.asarray(m0, np.int64)) >> 32
+    return ((high + np.asarray(rounding, np.int64)) >> np.asarray(k, np.int64)).astype(np.int32)
+
+
+def split_operands(m0, rshift, x_lo: int, x_hi: int) -> Optional[Tuple[np.ndarray, ...]]:
+    """``(Mh, Ml, round, r)`` as int32 for ``multiply_split``, or None when for some ``x`` in
+    ``[x_lo, x_hi]`` one of its terms would leave int32 (or ``r`` is outside [1, 31]).
+    ``M0 = Mh * 2^r + Ml`` with ``0 <= Ml < 2^r``; ``round = 2^(r-1)``."""
+    m0, rshift = np.asarray(m0, np.int64), np.asarray(rshift, np.int64)
+    if np.any(rshift < 1) or np.any(rshift > 31):
+        return None
+    high = m0 >> rshift
+    low = m0 - (high << rshift)
+    rounding = np.left_shift(np.int64(1), rshift - 1)
+    ends = np.array([x_lo, x_hi], np.int64).reshape((2,) + (1,) * m0.ndim)
+    terms = [ends * high, ends * low + rounding, ends * high + ((ends * low + rounding) >> rshift)]
+    if any(np.any(t < -INT32_LIMIT - 1) or np.any(t > INT32_LIMIT) for t in terms):
+        return None
+    return tuple(v.astype(np.int32) for v in np.broadcast_arrays(high, low, rounding, rshift))
+
+
+def multiply_split(x, high, low, rounding, rshift) -> np.ndarray:
+    """``x * Mh + ((x * Ml + round) >> r)``: the Q31 multiply ``(x * M0 + 2^(r-1)) >> r`` in
+    int32 terms for an ``x`` narrow enough (``split_operands``). Exact for any integers: ``x *
+    M0 + 2^(r-1) = x * Mh * 2^r + (x * Ml + 2^(r-1))``, and the first term is a multiple of
+    ``2^r``. Cheaper than ``multiply_high_half`` where it applies (a code's rescale)."""
+    x = np.asarray(x, np.int64)
+    high, low, rounding, rshift = (np.asarray(v, np.int64) for v in (high, low, rounding, rshift))
+    return (x * high + ((x * low + rounding) >> rshift)).astype(np.int32)

@@ -228,6 +228,20 @@ class Epilogue:
         return value
 
 
+RING_OPS = ("relax.add", "relax.subtract", "relax.multiply")
+NARROW_DTYPES = ("int8", "uint8", "int16", "uint16", "int32")
+
+
+def wraps_before_use(steps: List[Step]) -> bool:
+    """Whether ``steps`` only add, subtract and multiply until a cast to 32 bits or fewer."""
+    for step in steps:
+        if step.op == "relax.astype" and step.dtype in NARROW_DTYPES:
+            return True
+        if step.op not in RING_OPS:
+            return False
+    return False
+
+
 def step_of(call: relax.Call, layer_shape) -> Optional[Step]:
     """The call as an epilogue step on its first argument, or None when it is not one."""
     name = op_name(call)

@@ -26,9 +26,12 @@ from tvm import relax
 
 from ...graph import bindings, is_const, op_name, shape_of, var_uses
 from . import packed
-from .epilogue import EPILOGUE_OPS, INTEGER_DTYPES, Epilogue, Side, Step, step_of
+from .epilogue import (EPILOGUE_OPS, INTEGER_DTYPES, RING_OPS, Epilogue, Side, Step, step_of,
+                       wraps_before_use)
 from .int32_runs import collapse_int32_runs
-from .layers import LAYER_KERNELS, FuseOptions, border_read, layer_macs, links_packed
+from .int32_steps import narrow_steps
+from .layers import (LAYER_KERNELS, FuseOptions, border_read, layer_macs, layer_output_range,
+                     links_packed)
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
 MACS_ATTR = "tvm_quant_ext.macs"  # a fused layer kernel's multiply-accumulates per call
@@ -161,20 +164,6 @@ def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
 
 # steps that commute with reducing modulo 2^32: a wider integer through them, then cast to 32
 # bits or fewer, gives what its low 32 bits alone would
-RING_OPS = ("relax.add", "relax.subtract", "relax.multiply")
-NARROW_DTYPES = ("int8", "uint8", "int16", "uint16", "int32")
-
-
-def wraps_before_use(steps: List[Step]) -> bool:
-    """Whether ``steps`` only add, subtract and multiply until a cast to 32 bits or fewer."""
-    for step in steps:
-        if step.op == "relax.astype" and step.dtype in NARROW_DTYPES:
-            return True
-        if step.op not in RING_OPS:
-            return False
-    return False
-
-
 def _narrow_sides(chains: Dict[relax.Var, _Chain],
                   links: Dict[relax.Var, Tuple[int, int, int, int]]) -> Dict[relax.Var, _Chain]:
     """Int64 side tensors written as int32 where only their low 32 bits can matter.
@@ -273,14 +262,15 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
                      epilogue: bool = True, packed_links: bool = True,
                      sides: bool = True, int32_runs: bool = True,
-                     pools: bool = True) -> tvm.IRModule:
+                     pools: bool = True, int32_steps: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked
     layout of ``packed.py`` (``packed_links``); a residual add's other branch is read inside the
     kernel of the layer before it (``sides``); runs of epilogue steps on a code become one
     int32 step where that is exact (``int32_runs``, ``int32_runs.py``); max pools on codes
-    run with their epilogue too (``pools``, ``pool.py``)."""
+    run with their epilogue too (``pools``, ``pool.py``); int64 steps run in int32 where the
+    value's range makes that exact (``int32_steps``, ``int32_steps.py``)."""
     options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
                           packed_links=packed_links, sides=sides, pools=pools)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
@@ -293,6 +283,10 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
             if int32_runs:
                 rewriter.ends = {v: _Chain(c.layer, collapse_int32_runs(
                     c.epilogue, shape_of(c.layer), str(c.layer.ty.dtype)))
+                    for v, c in rewriter.ends.items()}
+            if int32_steps:
+                rewriter.ends = {v: _Chain(c.layer, narrow_steps(
+                    c.epilogue, str(c.layer.ty.dtype), layer_output_range(c.layer)))
                     for v, c in rewriter.ends.items()}
             rewriter.packed = {}
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
