@@ -19,7 +19,8 @@ int32 where that gives the int64 step's value exactly:
   input and its result fit int32; an add, subtract or multiply (also of a ``Side``) whose
   result is cast to 32 bits or fewer before any other op runs in int32 even where it
   overflows, since the low 32 bits of a sum or product depend only on those of its operands;
-- a cast to int64 waits until a step needs the 64 bits, and the cast back is dropped.
+- a cast to int64 waits until a step needs the 64 bits, and the cast back is dropped; so does
+  a cast to a narrower type that the value's range fits (until the chain's last step).
 
 A step it does not know, or one that does not fit, runs as it was, after the deferred cast.
 """
@@ -229,12 +230,16 @@ class _Walk:
         elif s.dtype == "int64":
             self.logical = "int64"  # deferred: the same number in int32
         elif s.dtype in NARROW_DTYPES:
+            same = not self.wrapped and _fits(self.known, dtype_range(s.dtype))
             if s.dtype == self.computed == "int32":
                 if self.wrapped:  # the int32 sum wraps from here on: keep it one value
                     self.steps.append(Step(INT32_FENCE, (), "int32"))
+            elif same and self.computed == "int32":
+                pass  # the same number (a clipped code): no narrowing and widening again
             else:  # the low bits of the computed value are the logical value's
                 self.steps.append(s)
-            self.computed = self.logical = s.dtype
+                self.computed = s.dtype
+            self.logical = s.dtype
             self.known = self.known if _fits(self.known, dtype_range(s.dtype)) else None
             self.wrapped = False
         else:
