@@ -1,6 +1,8 @@
 """Epilogue steps in int32 where the value's range makes it exact (backend/cpu/int32_steps.py):
 the fixed-point identities behind it (property tests), chains rewritten and evaluated against
 the originals (numpy rules, and compiled by TVM on extreme inputs), and real layers' ranges."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tvm
@@ -21,7 +23,8 @@ significands = st.integers(0, INT32_MAX)
 
 
 def _q31(x, m0, r):
-    return (np.asarray(x, np.int64) * np.int64(m0) + (np.int64(1) << np.int64(r - 1))) >> np.int64(r)
+    rounding = np.int64(1) << np.int64(r - 1)
+    return (np.asarray(x, np.int64) * np.int64(m0) + rounding) >> np.int64(r)
 
 
 @settings(max_examples=300)
@@ -219,7 +222,8 @@ def test_the_compiled_rewrite_gives_the_graphs_values_on_extreme_inputs(chain):
     # still wrap where the graph's int32 values do, and round where its int64 values do
     n = 64
     if chain == "block_end":
-        steps, in_range, side_range, side_dtype = _block_end(n), (-2**24, 2**24), (-128, 127), "int8"
+        steps, in_range = _block_end(n), (-2**24, 2**24)
+        side_range, side_dtype = (-128, 127), "int8"
     else:
         steps = [Step("relax.add", (), "int32", side=_side(n, [], "int32")),
                  *_requantize(1082711735, 40), Step("relax.clip", (), "int64", (-127, 127)),
@@ -241,10 +245,60 @@ def test_a_conv_output_range_comes_from_its_weights():
     data = relax.Var("x", relax.TensorType((1, 3, 4, 4), "int8"))
     conv = relax.op.nn.conv2d(data, relax.const(weight), out_dtype="int32")
     call = relax.BlockBuilder().normalize(conv)
-    # channel 0: 127 * [-128, 127] + -128 * [-128, 127] + 5 * [-128, 127]
-    assert layer_output_range(call) == (127 * -128 + -128 * 127 + 5 * -128,
-                                        127 * 127 + -128 * -128 + 5 * 127)
+    # channel 0: 127 * [-128, 127] + -128 * [-128, 127] + 5 * [-128, 127]; channel 1: -3 * ...
+    lo, hi = layer_output_range(call)
+    np.testing.assert_array_equal(lo, [127 * -128 + -128 * 127 + 5 * -128, -3 * 127])
+    np.testing.assert_array_equal(hi, [127 * 127 + -128 * -128 + 5 * 127, 3 * 128])
     uint8 = relax.Var("u", relax.TensorType((1, 3, 4, 4), "uint8"))
     call = relax.BlockBuilder().normalize(
         relax.op.nn.conv2d(uint8, relax.const(weight), out_dtype="int32"))
-    assert layer_output_range(call) == (-128 * 255, 127 * 255 + 5 * 255)
+    lo, hi = layer_output_range(call)
+    np.testing.assert_array_equal(lo, [-128 * 255, -3 * 255])
+    np.testing.assert_array_equal(hi, [132 * 255, 0])
+
+
+def test_ranges_are_per_channel():
+    # a channel whose weights are all but zero may carry a bias near -2^31 (its ReLU output is
+    # always 0): taken over all channels at once, acc + bias would leave int32 and nothing
+    # could narrow; per channel each sum fits
+    channels = 4
+    bias = np.array([[-2**31 + 3, 100, -100, 7]], np.int64)
+    m0 = np.full((1, channels), 1 << 30, np.int64)
+    steps = [Step("relax.astype", (), "int64"), Step("relax.add", (bias,), "int64"),
+             Step("relax.multiply", (m0,), "int64"), Step("relax.add", (_const(1 << 37),), "int64"),
+             Step("relax.right_shift", (_const(38),), "int64"),
+             Step("relax.clip", (), "int64", (0, 127)), Step("relax.astype", (), "int8")]
+    lo = np.array([0, -2**24, -2**24, -2**24])
+    hi = np.array([2, 2**24, 2**24, 2**24])
+    narrowed = narrow_steps(Epilogue(steps), "int32", (lo, hi), ndim=2).steps
+    assert all(s.dtype != "int64" for s in narrowed), narrowed
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.integers(lo[c], hi[c] + 1, 512) for c in range(channels)], 1)
+    x[0], x[1] = lo, hi
+    x = x.astype(np.int32)
+    np.testing.assert_array_equal(evaluate(narrowed, x), evaluate(steps, x))
+
+
+def _dead_channel_chain(r):
+    bias = np.array([[-2**31 + 3, 100]], np.int64)
+    m0 = np.full((1, 2), 1 << 30, np.int64)
+    return [Step("relax.astype", (), "int64"), Step("relax.add", (bias,), "int64"),
+            Step("relax.multiply", (m0,), "int64"),
+            Step("relax.add", (_const(1 << (r - 1)),), "int64"),
+            Step("relax.right_shift", (_const(r),), "int64"),
+            Step("relax.clip", (), "int64", (0, 127)), Step("relax.astype", (), "int8")]
+
+
+@pytest.mark.parametrize("clip_lo, rshift, constant", [(0, 57, True), (-2**40, 38, False)])
+def test_a_channel_with_a_constant_output_gets_a_bias_that_fits_int32(clip_lo, rshift, constant):
+    # the first channel's bias near -2^31 plus its values [-1000, 1000] leaves int32. Clipped
+    # at 0 its output is 0 for all of them; moved up by 1000 the sum fits and the output is
+    # still 0, so the layer narrows. Unclipped, at 2^-38, its output varies: no move
+    steps = _dead_channel_chain(r=rshift)
+    steps[5] = replace(steps[5], attrs=(clip_lo, 127))
+    lo, hi = np.array([-1000, -2**20]), np.array([1000, 2**20])
+    narrowed = narrow_steps(Epilogue(steps), "int32", (lo, hi), ndim=2).steps
+    assert all(s.dtype != "int64" for s in narrowed) == constant, narrowed
+    x = np.stack([np.arange(-1000, 1001), np.linspace(-2**20, 2**20, 2001).astype(int)], 1)
+    x = x.astype(np.int32)
+    np.testing.assert_array_equal(evaluate(narrowed, x), evaluate(steps, x))

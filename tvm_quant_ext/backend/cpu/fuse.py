@@ -286,7 +286,8 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
                     for v, c in rewriter.ends.items()}
             if int32_steps:
                 rewriter.ends = {v: _Chain(c.layer, narrow_steps(
-                    c.epilogue, str(c.layer.ty.dtype), layer_output_range(c.layer)))
+                    c.epilogue, str(c.layer.ty.dtype), layer_output_range(c.layer),
+                    len(shape_of(c.layer))))
                     for v, c in rewriter.ends.items()}
             rewriter.packed = {}
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))

@@ -26,6 +26,7 @@ A step it does not know, or one that does not fit, runs as it was, after the def
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import List, Optional, Tuple
 
@@ -34,15 +35,16 @@ import tvm
 
 from ...fixed_point import (high_half_operands, multiply_high_half, multiply_split,
                             split_operands)
-from .epilogue import INTEGER_DTYPES, NARROW_DTYPES, RING_OPS, Epilogue, Step, register_epilogue, wraps_before_use
-from .int32_runs import INT32_AFFINE
+from .epilogue import (EPILOGUE_OPS, INTEGER_DTYPES, NARROW_DTYPES, RING_OPS, Epilogue, Step,
+                       register_epilogue, wraps_before_use)
+from .int32_runs import CHANNEL_AXIS, INT32_AFFINE
 
 Q31_HIGH = "tvm_quant_ext.q31_high"        # not Relax ops: only this rewrite makes these steps
 Q31_SPLIT = "tvm_quant_ext.q31_split"
 INT32_FENCE = "tvm_quant_ext.int32_fence"
 
-Range = Tuple[int, int]
-INT32_RANGE: Range = (-2**31, 2**31 - 1)
+Range = Tuple[object, object]  # (lo, hi): Python integers, or object arrays a channel
+INT32_RANGE = (-2**31, 2**31 - 1)
 
 
 def _opaque(x):
@@ -87,56 +89,76 @@ def dtype_range(dtype: str) -> Range:
     return int(info.min), int(info.max)
 
 
-def _bounds(a) -> Range:
+def _exact(a) -> np.ndarray:
+    return np.asarray(a).astype(object)  # Python integers: no bound of a product overflows
+
+
+def bounds(a, ndim: int = 4) -> Range:
+    """An operand's range, per channel (axis 1 of the layer's ``ndim``-d output) where it is
+    one value a channel, else overall."""
     a = np.asarray(a)
-    return int(a.min()), int(a.max())
+    shape = (1,) * (ndim - a.ndim) + a.shape
+    if a.ndim <= ndim and all(d == 1 for k, d in enumerate(shape) if k != CHANNEL_AXIS):
+        values = _exact(a.reshape(-1))
+        return values, values
+    return _exact(a.min()), _exact(a.max())
 
 
 def _fits(r: Optional[Range], within: Range) -> bool:
-    return r is not None and within[0] <= r[0] and r[1] <= within[1]
+    return r is not None and bool(np.all(r[0] >= within[0]) and np.all(r[1] <= within[1]))
+
+
+def _overall(r: Range) -> Tuple[int, int]:
+    return int(np.min(r[0])), int(np.max(r[1]))
 
 
 def _corners(f, r: Range, c: Range) -> Range:
     values = [f(x, y) for x in r for y in c]
-    return min(values), max(values)
+    return functools.reduce(np.minimum, values), functools.reduce(np.maximum, values)
 
 
-# the range of a step's result from its input's and its operand's (Python integers, exact);
-# a shift is monotone in both operands, so its extremes are at the corners too
+# the range of a step's result from its input's and its operand's, per channel (exact
+# integers); a shift is monotone in both operands, so its extremes are at the corners too
 TRANSFER = {
     "relax.add": lambda r, c: (r[0] + c[0], r[1] + c[1]),
     "relax.subtract": lambda r, c: (r[0] - c[1], r[1] - c[0]),
     "relax.multiply": lambda r, c: _corners(lambda x, y: x * y, r, c),
     "relax.right_shift": lambda r, c: _corners(lambda x, y: x >> y, r, c),
-    "relax.maximum": lambda r, c: (max(r[0], c[0]), max(r[1], c[1])),
-    "relax.minimum": lambda r, c: (min(r[0], c[0]), min(r[1], c[1])),
+    "relax.maximum": lambda r, c: (np.maximum(r[0], c[0]), np.maximum(r[1], c[1])),
+    "relax.minimum": lambda r, c: (np.minimum(r[0], c[0]), np.minimum(r[1], c[1])),
 }
 
 
 def _clip_range(r: Range, lo: int, hi: int) -> Range:
-    return min(max(r[0], lo), hi), max(min(r[1], hi), lo)
+    return np.minimum(np.maximum(r[0], lo), hi), np.maximum(np.minimum(r[1], hi), lo)
 
 
-def _q31_range(r: Range, m0: np.ndarray, rounding: np.ndarray, k: np.ndarray) -> Range:
-    high = (max(abs(r[0]), abs(r[1])) * int(np.abs(m0.astype(np.int64)).max()) >> 32) + 1
-    bound = ((high + int(rounding.max())) >> int(k.min())) + 1
+def _magnitude(r: Range):
+    return np.maximum(np.abs(r[0]), np.abs(r[1]))
+
+
+def _q31_range(r: Range, m0, rounding, k, ndim: int) -> Range:
+    high = (_magnitude(r) * _magnitude(bounds(m0, ndim)) >> 32) + 1
+    bound = ((high + bounds(rounding, ndim)[1]) >> bounds(k, ndim)[0]) + 1
     return -bound, bound
 
 
-def _split_range(r: Range, high, low, rounding, rshift) -> Range:
+def _split_range(r: Tuple[int, int], high, low, rounding, rshift) -> Range:
     ends = [multiply_split(x, high, low, rounding, rshift) for x in r]  # monotone in x
-    return int(min(e.min() for e in ends)), int(max(e.max() for e in ends))
+    return _exact(min(e.min() for e in ends)), _exact(max(e.max() for e in ends))
 
 
 @dataclass
 class _Walk:
     """The rewritten steps so far, and what they hold: the value in ``computed`` where the
     original chain holds it in ``logical``, equal to it (or, while ``wrapped``, equal modulo
-    2^32), within ``known`` (None: the logical dtype's range)."""
+    2^32), within ``known`` (None: the logical dtype's range), per channel of the layer's
+    ``ndim``-d output."""
 
     logical: str
     computed: str
     known: Optional[Range]
+    ndim: int = 4
     steps: List[Step] = field(default_factory=list)
     wrapped: bool = False
 
@@ -192,15 +214,16 @@ class _Walk:
                                             == np.left_shift(np.int64(1), rshift - 1)):
             return 0
         r = self.range()
-        operands = split_operands(m0, rshift, *r)
+        operands = split_operands(m0, rshift, *_overall(r))
         if operands is not None:  # a narrow value (a code): two int32 products, no high half
-            self.emit_int32(Step(Q31_SPLIT, operands, "int32"), _split_range(r, *operands),
-                            "int64")
+            self.emit_int32(Step(Q31_SPLIT, operands, "int32"),
+                            _split_range(_overall(r), *operands), "int64")
             return start + 3
         operands = high_half_operands(m0, rshift)
         if operands is None:
             return 0
-        self.emit_int32(Step(Q31_HIGH, operands, "int32"), _q31_range(r, *operands), "int64")
+        self.emit_int32(Step(Q31_HIGH, operands, "int32"),
+                        _q31_range(r, *operands, self.ndim), "int64")
         return start + 3
 
     def step(self, rest: List[Step]) -> int:
@@ -251,14 +274,14 @@ class _Walk:
         if s.op == "relax.clip":
             new = _clip_range(r, *s.attrs)
         else:
-            new = TRANSFER[s.op](r, _bounds(operands[0]))
+            new = TRANSFER[s.op](r, bounds(operands[0], self.ndim))
         if not _fits(new, dtype_range(s.dtype)):
             new = None  # the step itself wraps
         if s.dtype == "int64" and self.narrow():
             exact = (self.exact_int32() and _fits(new, INT32_RANGE)
-                     and all(_fits(_bounds(a), INT32_RANGE) for a in operands))
+                     and all(_fits(bounds(a, self.ndim), INT32_RANGE) for a in operands))
             if s.op == "relax.right_shift":
-                exact = exact and 0 <= _bounds(operands[0])[0] and _bounds(operands[0])[1] <= 31
+                exact = exact and _fits(bounds(operands[0], self.ndim), (0, 31))
             if exact or (s.op in RING_OPS and wraps_before_use(rest)):
                 self.to_int32()
                 attrs = s.attrs
@@ -271,7 +294,7 @@ class _Walk:
 
     def side_step(self, s: Step, rest: List[Step]):
         side = s.side
-        inner = walk_steps(side.chain.steps, side.dtype)
+        inner = walk_steps(side.chain.steps, side.dtype, ndim=self.ndim)
         new = TRANSFER[s.op](self.range(), inner.range()) if s.op in TRANSFER else None
         if new is not None and not _fits(new, dtype_range(s.dtype)):
             new = None
@@ -287,23 +310,77 @@ class _Walk:
         self.as_is(replace(s, side=replace(side, chain=Epilogue(inner.steps))), new)
 
 
-def walk_steps(steps: List[Step], in_dtype: str, in_range: Optional[Range] = None) -> _Walk:
-    """The rewrite of ``steps`` on a value of ``in_dtype`` within ``in_range``, its last
-    cast still deferred."""
-    walk = _Walk(in_dtype, in_dtype, in_range if _fits(in_range, dtype_range(in_dtype)) else None)
+_MONOTONE = ("relax.astype", "relax.add", "relax.right_shift", "relax.multiply")
+
+
+def clamp_constant_channels(steps: List[Step], in_range: Range) -> List[Step]:
+    """``steps`` with the bias of each channel whose output is one constant moved so that its
+    sum with the layer's value fits int32, where that leaves every output unchanged.
+
+    A channel whose weights are all but zero can carry a bias near -2^31 (a BatchNorm that
+    folded to a tiny scale), so the bias add leaves int32 and holds the whole layer in int64.
+    When the steps from the add to the first clip are monotone (adds, right shifts, multiplies
+    by constants >= 0) and both ends of the channel's range give the same clipped output, with
+    the bias as it is and moved, every value between them does too, both ways."""
+    if len(steps) < 2 or steps[0].op != "relax.astype" or steps[1].op != "relax.add" \
+            or steps[1].side is not None or steps[1].operands[0].ndim < 2:
+        return steps
+    end = next((k for k, s in enumerate(steps) if s.op == "relax.clip"), None)
+    run = steps[:end + 1] if end is not None else []
+    if not run or any(s.side is not None or (s.op not in _MONOTONE and s is not run[-1])
+                      or (s.op == "relax.multiply" and np.any(s.operands[0] < 0)) for s in run):
+        return steps
+    bias = steps[1].operands[0]
+    channels = bias.reshape(-1)
+    lo, hi = (np.broadcast_to(np.asarray(v, np.int64), channels.shape) for v in in_range)
+    if bias.shape[CHANNEL_AXIS] != bias.size or lo.shape != channels.shape:
+        return steps
+    moved = np.clip(channels, INT32_RANGE[0] - lo, INT32_RANGE[1] - hi)
+    change = moved != channels
+    if not change.any():
+        return steps
+
+    def ends(b):  # the run on each channel's two ends, bias b
+        x = np.stack([lo, hi]).astype(np.int64)
+        x = x + b
+        for s in run[2:]:
+            ops = [np.asarray(a).reshape(-1) if np.asarray(a).size > 1 else np.asarray(a)
+                   for a in s.operands]
+            x = np.asarray(EPILOGUE_OPS[s.op].numpy(x, ops, s)).astype(s.dtype)
+        return x
+    before, after = ends(channels), ends(moved)
+    constant = (before[0] == before[1]) & (after[0] == after[1]) & (before[0] == after[0])
+    if not np.all(constant[change]):
+        return steps
+    new_bias = np.where(change, moved, channels).reshape(bias.shape).astype(bias.dtype)
+    return [steps[0], replace(steps[1], operands=(new_bias,))] + steps[2:]
+
+
+def walk_steps(steps: List[Step], in_dtype: str, in_range: Optional[Range] = None,
+               ndim: int = 4) -> _Walk:
+    """The rewrite of ``steps`` on a value of ``in_dtype`` within ``in_range`` (per channel:
+    arrays of one entry a channel, or overall), its last cast still deferred."""
+    if in_range is not None:
+        in_range = (_exact(in_range[0]), _exact(in_range[1]))
+    known = in_range if _fits(in_range, dtype_range(in_dtype)) else None
+    walk = _Walk(in_dtype, in_dtype, known, ndim=ndim)
     k = 0
     while k < len(steps):
         k += walk.q31(steps[k:]) or walk.step(steps[k:])
     return walk
 
 
-def narrow_steps(epilogue: Epilogue, in_dtype: str,
-                 in_range: Optional[Range] = None) -> Epilogue:
+def narrow_steps(epilogue: Epilogue, in_dtype: str, in_range: Optional[Range] = None,
+                 ndim: int = 4) -> Epilogue:
     """``epilogue`` with its int64 steps in int32 where that is exact (see the module's
-    docstring), on a layer output of ``in_dtype`` within ``in_range`` (None: the dtype's)."""
+    docstring), on an ``ndim``-d layer output of ``in_dtype`` within ``in_range`` (None: the
+    dtype's; else per channel, ``layers.layer_output_range``)."""
     if in_dtype not in INTEGER_DTYPES:
         return epilogue
-    walk = walk_steps(epilogue.steps, in_dtype, in_range)
+    steps = epilogue.steps
+    if in_range is not None:
+        steps = clamp_constant_channels(steps, in_range)
+    walk = walk_steps(steps, in_dtype, in_range, ndim)
     walk.widen()
     # an empty chain is no epilogue to a kernel (its output would change): keep the casts
     return Epilogue(walk.steps) if walk.steps else epilogue

@@ -237,9 +237,10 @@ def layer_macs(call: relax.Call) -> int:
 
 
 def layer_output_range(call: relax.Call) -> Optional[Tuple[int, int]]:
-    """The range of an int8 conv2d's or matmul's int32 output, from its constant weight and
-    its input's code type: per output channel the sum of each weight times whichever end of
-    the code range gives the smallest / largest product (zero padding lies within it). None
+    """The range of an int8 conv2d's or matmul's int32 output per output channel (two
+    arrays), from its constant weight and its input's code type: the sum of each weight times
+    whichever end of the code range gives the smallest / largest product (zero padding lies
+    within it). None
     when the call is not such a layer, or when the range leaves int32 (the output wraps)."""
     operands = int8_operands(call) if len(call.args) >= 2 else None
     if operands is None:
@@ -249,6 +250,5 @@ def layer_output_range(call: relax.Call) -> Optional[Tuple[int, int]]:
     w = weight.astype(np.int64)
     reduced = (0,) if op_name(call) == "relax.matmul" else tuple(range(1, w.ndim))
     ends = (w * int(info.min), w * int(info.max))
-    lo = int(np.minimum(*ends).sum(axis=reduced).min())
-    hi = int(np.maximum(*ends).sum(axis=reduced).max())
-    return (lo, hi) if -2**31 <= lo and hi < 2**31 else None
+    lo, hi = np.minimum(*ends).sum(axis=reduced), np.maximum(*ends).sum(axis=reduced)
+    return (lo, hi) if -2**31 <= lo.min() and hi.max() < 2**31 else None
