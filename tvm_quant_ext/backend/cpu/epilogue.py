@@ -228,6 +228,8 @@ class Epilogue:
         return value
 
 
+# steps that commute with reducing modulo 2^32: a wider integer through them, then cast to 32
+# bits or fewer, gives what its low 32 bits alone would
 RING_OPS = ("relax.add", "relax.subtract", "relax.multiply")
 NARROW_DTYPES = ("int8", "uint8", "int16", "uint16", "int32")
 

@@ -162,8 +162,6 @@ def _packed_links(func: relax.Function, chains: Dict[relax.Var, _Chain],
     return links
 
 
-# steps that commute with reducing modulo 2^32: a wider integer through them, then cast to 32
-# bits or fewer, gives what its low 32 bits alone would
 def _narrow_sides(chains: Dict[relax.Var, _Chain],
                   links: Dict[relax.Var, Tuple[int, int, int, int]]) -> Dict[relax.Var, _Chain]:
     """Int64 side tensors written as int32 where only their low 32 bits can matter.

@@ -236,12 +236,12 @@ def layer_macs(call: relax.Call) -> int:
     return outputs * weight[1] * weight[2] * weight[3]  # (O, C / groups, KH, KW)
 
 
-def layer_output_range(call: relax.Call) -> Optional[Tuple[int, int]]:
+def layer_output_range(call: relax.Call) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """The range of an int8 conv2d's or matmul's int32 output per output channel (two
     arrays), from its constant weight and its input's code type: the sum of each weight times
     whichever end of the code range gives the smallest / largest product (zero padding lies
-    within it). None
-    when the call is not such a layer, or when the range leaves int32 (the output wraps)."""
+    within it). None when the call is not such a layer, or when the range leaves int32 (the
+    output wraps)."""
     operands = int8_operands(call) if len(call.args) >= 2 else None
     if operands is None:
         return None
