@@ -78,14 +78,18 @@ def range_after(step: Step, before: Optional[Tuple[int, int]]) -> Optional[Tuple
     return None
 
 
-def _per_channel(operand: np.ndarray, ndim: int, channels: int) -> Optional[np.ndarray]:
-    """``operand`` as one value a channel (shape (channels,) or (1,)), or None when it varies
-    along another axis of the layer's output."""
+def channel_values(operand: np.ndarray, ndim: int) -> Optional[np.ndarray]:
+    """``operand`` as one value a channel (flattened: one entry, or one a channel), or None when
+    it varies along another axis of the layer's ``ndim``-d output."""
     shape = (1,) * (ndim - operand.ndim) + operand.shape
-    if any(d != 1 for k, d in enumerate(shape) if k != CHANNEL_AXIS):
+    if operand.ndim > ndim or any(d != 1 for k, d in enumerate(shape) if k != CHANNEL_AXIS):
         return None
-    values = operand.reshape(-1)
-    return values if values.size in (1, channels) else None
+    return operand.reshape(-1)
+
+
+def _per_channel(operand: np.ndarray, ndim: int, channels: int) -> Optional[np.ndarray]:
+    values = channel_values(operand, ndim)
+    return values if values is not None and values.size in (1, channels) else None
 
 
 def _operands(run: Sequence[Step], ndim: int, channels: int):

@@ -37,7 +37,7 @@ from ...fixed_point import (high_half_operands, multiply_high_half, multiply_spl
                             split_operands)
 from .epilogue import (EPILOGUE_OPS, INTEGER_DTYPES, NARROW_DTYPES, RING_OPS, Epilogue, Step,
                        register_epilogue, wraps_before_use)
-from .int32_runs import CHANNEL_AXIS, INT32_AFFINE
+from .int32_runs import CHANNEL_AXIS, INT32_AFFINE, channel_values
 
 Q31_HIGH = "tvm_quant_ext.q31_high"        # not Relax ops: only this rewrite makes these steps
 Q31_SPLIT = "tvm_quant_ext.q31_split"
@@ -97,10 +97,9 @@ def bounds(a, ndim: int = 4) -> Range:
     """An operand's range, per channel (axis 1 of the layer's ``ndim``-d output) where it is
     one value a channel, else overall."""
     a = np.asarray(a)
-    shape = (1,) * (ndim - a.ndim) + a.shape
-    if a.ndim <= ndim and all(d == 1 for k, d in enumerate(shape) if k != CHANNEL_AXIS):
-        values = _exact(a.reshape(-1))
-        return values, values
+    values = channel_values(a, ndim)
+    if values is not None:
+        return _exact(values), _exact(values)
     return _exact(a.min()), _exact(a.max())
 
 
@@ -333,7 +332,7 @@ def clamp_constant_channels(steps: List[Step], in_range: Range) -> List[Step]:
     bias = steps[1].operands[0]
     channels = bias.reshape(-1)
     lo, hi = (np.broadcast_to(np.asarray(v, np.int64), channels.shape) for v in in_range)
-    if bias.shape[CHANNEL_AXIS] != bias.size or lo.shape != channels.shape:
+    if bias.shape[CHANNEL_AXIS] != bias.size:
         return steps
     moved = np.clip(channels, INT32_RANGE[0] - lo, INT32_RANGE[1] - hi)
     change = moved != channels
