@@ -30,7 +30,7 @@ from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
 from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
 from tvm_quant_ext.backend.target import host_cpu  # noqa: E402
 from tvm_quant_ext.backend.tune import tune  # noqa: E402
-from tvm_quant_ext.backend.cpu.fuse import MACS_ATTR  # noqa: E402
+from tvm_quant_ext.backend.cpu.fuse import MACS_ATTR, WINDOW_ATTR  # noqa: E402
 from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
 from tvm_quant_ext.backend import threads  # noqa: E402
 
@@ -68,22 +68,14 @@ def kernel_macs(func) -> int:
     return int(func.attrs[MACS_ATTR]) if func.attrs and MACS_ATTR in func.attrs else 0
 
 
-def _depthwise_window(name: str, weight):
-    # the blocked kernel's weight is C/16 x KH x KW x 16, the NCHW kernel's C x 1 x KH x KW
-    return tuple(weight[1:3]) if "blocked" in name else tuple(weight[2:4])
-
-
 def kernel_window(name: str, func) -> str:
-    if "vnni" not in name and "depthwise" not in name:
-        return ""
-    weight = [int(d) for d in func.params[1].shape]
-    if "depthwise" in name:
-        return "dw%dx%d" % _depthwise_window(name, weight)
-    return "%dx%d" % (weight[2], weight[3])
+    """The conv window the fuse pass recorded ("3x3", "dw5x5" for a depthwise conv)."""
+    window = str(func.attrs[WINDOW_ATTR]) if func.attrs and WINDOW_ATTR in func.attrs else ""
+    return "dw" + window if window and "depthwise" in name else window
 
 
 def kind_of(name: str) -> str:
-    for key in ("vnni", "depthwise", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
+    for key in ("depthwise", "vnni", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
         if key in name:
             return key
     return "elementwise/other"

@@ -31,10 +31,11 @@ from .epilogue import (EPILOGUE_OPS, INTEGER_DTYPES, RING_OPS, Epilogue, Side, S
 from .int32_runs import collapse_int32_runs
 from .int32_steps import narrow_steps
 from .layers import (LAYER_KERNELS, FuseOptions, border_read, layer_macs, layer_output_range,
-                     links_packed)
+                     layer_window, links_packed)
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
 MACS_ATTR = "tvm_quant_ext.macs"  # a fused layer kernel's multiply-accumulates per call
+WINDOW_ATTR = "tvm_quant_ext.window"  # a fused conv kernel's window, "KHxKW"
 
 
 # -- the rewrite ------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class _FuseLayers(relax.PyExprMutator):
             return super().visit_var_binding_(binding)
         # opaque to FuseOps: a scheduled kernel must not be merged into its neighbours
         func = kernel.func.with_attr("op_pattern", OPAQUE).with_attr(
-            MACS_ATTR, layer_macs(chain.layer))
+            MACS_ATTR, layer_macs(chain.layer)).with_attr(WINDOW_ATTR, layer_window(chain.layer))
         gv = self.builder_.add_func(func, kernel.name)
         if options.input_packed:
             data = self.packed[chain.layer.args[0]]

@@ -24,7 +24,7 @@ from tvm import relax
 
 from ...graph import const_value, is_const, op_name, registrar
 from ...layer_ops import LAYER_OPS
-from . import packed, vnni
+from . import depthwise_vnni, packed, vnni
 from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
                         pack_depthwise_weight)
 from .epilogue import Epilogue
@@ -137,6 +137,9 @@ def border_read(call: relax.Call) -> Tuple[int, int, int, int]:
     for a max pool, which pads with the smallest code by checking its taps itself."""
     if op_name(call) == "relax.nn.max_pool2d":
         return (0, 0, 0, 0)
+    if int(call.attrs.groups) > 1:  # a depthwise conv (the only grouped conv that links)
+        window = [int(s) for s in list(call.args[1].ty.shape)[2:]]
+        return depthwise_vnni.border_needed(call.attrs.padding, window, call.attrs.dilation)
     return tuple(int(p) for p in call.attrs.padding)
 
 
@@ -165,6 +168,15 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
             func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                     a.dilation, epilogue=epilogue)
             return LayerKernel(func, "depthwise_conv2d_int8", [weight], out_shape)
+        if _on_depthwise_vnni(call, options):
+            func = depthwise_vnni.depthwise_kernel(
+                data_shape, weight.shape, data_dtype, a.strides, a.padding, epilogue=epilogue,
+                input_packed=options.input_packed, input_border=options.input_border,
+                output_packed=options.output_packed)
+            consts = [depthwise_vnni.pack_weight(weight),
+                      depthwise_shift_correction(weight, data_dtype)]
+            kernel = LayerKernel(func, "depthwise_conv2d_int8_vnni", consts, out_shape)
+            return _maybe_packed(kernel, options, epilogue.dtype)
         func = depthwise_blocked_kernel(data_shape, weight.shape, data_dtype, a.strides,
                                         a.padding, a.dilation, epilogue=epilogue,
                                         input_packed=options.input_packed,
@@ -177,6 +189,17 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     if options.input_packed or options.output_packed:
         raise AssertionError("only VNNI and depthwise kernels link packed")  # _packed_links' rule
     return None
+
+
+def _on_depthwise_vnni(call: relax.Call, options: FuseOptions) -> bool:
+    """Whether a depthwise conv runs on ``depthwise_vnni`` (VNNI target, dilation 1, an NCHW
+    output of whole 16-channel blocks or a blocked one without a border)."""
+    window = [int(s) for s in list(call.args[1].ty.shape)[2:]]
+    if not (options.vnni and depthwise_vnni.takes(window, call.attrs.dilation)):
+        return False
+    if options.output_packed:
+        return not any(options.output_padding)
+    return int(call.ty.shape[1]) % depthwise_vnni.LANES == 0
 
 
 def _maybe_packed(kernel: LayerKernel, options: FuseOptions, dtype: Optional[str]) -> LayerKernel:
@@ -234,6 +257,14 @@ def layer_macs(call: relax.Call) -> int:
     if op_name(call) == "relax.matmul":
         return outputs * weight[0]
     return outputs * weight[1] * weight[2] * weight[3]  # (O, C / groups, KH, KW)
+
+
+def layer_window(call: relax.Call) -> str:
+    """A conv2d's kernel window as "KHxKW"; "" for any other layer."""
+    if op_name(call) != "relax.nn.conv2d":
+        return ""
+    kh, kw = (int(d) for d in list(call.args[1].ty.shape)[2:])
+    return f"{kh}x{kw}"
 
 
 def layer_output_range(call: relax.Call) -> Optional[Tuple[np.ndarray, np.ndarray]]:
