@@ -46,6 +46,16 @@ def to_blocked(codes: np.ndarray, padding=(0, 0, 0, 0)) -> np.ndarray:
     return out.reshape(n, blocks, 16, *out.shape[2:]).transpose(0, 1, 3, 4, 2).astype("uint8")
 
 
+def shift_requantize(bias):
+    """The epilogue the kernel tests run: + bias, >> 7, clip to int8, cast: (x + bias) >> 7."""
+    from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
+
+    return Epilogue([Step("relax.add", (bias,), "int32"),
+                     Step("relax.right_shift", (np.array(7, "int32"),), "int32"),
+                     Step("relax.clip", (), "int32", (-128, 127)),
+                     Step("relax.astype", (), "int8")])
+
+
 def run_kernel(func, *arrays):
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                       tvm.target.Target(VNNI_TARGET))

@@ -9,11 +9,10 @@ from hypothesis import given, settings, strategies as st
 import tvm_quant_ext
 from graphs import conv_dw_conv
 from kernel_checks import (VNNI_TARGET, call_tir_names, integer_quantized, needs_vnni,
-                           run_kernel, to_blocked)
+                           run_kernel, shift_requantize, to_blocked)
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu import depthwise_vnni
 from tvm_quant_ext.backend.cpu.depthwise import depthwise_shift_correction
-from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
 
 
 def test_tap_groups_cover_each_row_once_without_reading_past_it():
@@ -79,10 +78,7 @@ def test_kernel_matches_numpy(data_dtype, input_packed, output_packed, case):
     x = rng.integers(lo, hi, (2, c, size, size)).astype(data_dtype)
     w = rng.integers(-128, 128, (c, 1, kh, kw)).astype("int8")
     bias = rng.integers(-3000, 3000, (1, c, 1, 1)).astype("int32")
-    epilogue = Epilogue([Step("relax.add", (bias,), "int32"),
-                         Step("relax.right_shift", (np.array(7, "int32"),), "int32"),
-                         Step("relax.clip", (), "int32", (-128, 127)),
-                         Step("relax.astype", (), "int8")])
+    epilogue = shift_requantize(bias)
     border = tuple(a + b for a, b in zip(
         depthwise_vnni.border_needed(padding, (kh, kw), (1, 1)), extra))
     func = depthwise_vnni.depthwise_kernel(

@@ -14,7 +14,7 @@ from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
 from kernel_checks import (HOST, VNNI_TARGET, assert_same_as_unfused, call_tir_names,
                            integer_quantized, kernel_calls, needs_vnni, run_kernel,
-                           to_blocked)
+                           shift_requantize, to_blocked)
 from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
 
@@ -139,7 +139,6 @@ def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed
     from tvm_quant_ext.backend.cpu.depthwise import (depthwise_blocked_kernel,
                                                      depthwise_shift_correction,
                                                      pack_depthwise_weight)
-    from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
 
     c, size, k, stride, padding, dil = case
     rng = np.random.default_rng(3)
@@ -147,10 +146,7 @@ def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed
     x = rng.integers(lo, hi, (2, c, size, size)).astype(data_dtype)
     w = rng.integers(-128, 128, (c, 1, k, k)).astype("int8")
     bias = rng.integers(-3000, 3000, (1, c, 1, 1)).astype("int32")
-    epilogue = Epilogue([Step("relax.add", (bias,), "int32"),
-                         Step("relax.right_shift", (np.array(7, "int32"),), "int32"),
-                         Step("relax.clip", (), "int32", (-128, 127)),
-                         Step("relax.astype", (), "int8")])
+    epilogue = shift_requantize(bias)
     func = depthwise_blocked_kernel(x.shape, w.shape, data_dtype, (stride, stride), padding,
                                     (dil, dil), epilogue=epilogue, input_packed=input_packed,
                                     output_packed=output_packed, output_padding=output_padding)

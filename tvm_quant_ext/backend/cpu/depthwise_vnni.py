@@ -22,11 +22,12 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import tvm
 from tvm import te
-from tvm.s_tir import Schedule, TensorIntrin
+from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
 from . import packed as layout
 from .epilogue import Epilogue
+from .intrinsics import ensure_registered
 
 LANES, GROUP = 16, 4  # int32 lanes per vpdpbusd, taps reduced per lane
 INTRIN = "tvm_quant_ext.depthwise_4x16_u8i8i32_vnni"
@@ -67,17 +68,6 @@ def _dot_functions():
             )
 
     return desc, impl
-
-
-_registered = False
-
-
-def _ensure_intrinsic() -> None:
-    """Register INTRIN on first use (parsing TVMScript at import would slow every import)."""
-    global _registered
-    if not _registered:
-        TensorIntrin.register(INTRIN, *_dot_functions(), override=True)
-        _registered = True
 
 
 def tap_groups(kw: int) -> Tuple[int, ...]:
@@ -203,7 +193,7 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
 
 def _schedule(func: tvm.tirx.PrimFunc, out_width: int, input_packed: bool,
               output_packed: bool) -> tvm.tirx.PrimFunc:
-    _ensure_intrinsic()
+    ensure_registered(INTRIN, _dot_functions)
     sch = Schedule(func)
     block = max(d for d in range(1, min(out_width, REGISTER_BLOCK) + 1) if out_width % d == 0)
     acc = sch.get_sblock("acc")

@@ -28,11 +28,12 @@ from typing import Sequence, Tuple
 import numpy as np
 import tvm
 from tvm import te
-from tvm.s_tir import Schedule, TensorIntrin
+from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
 from . import packed as layout
 from .epilogue import Epilogue
+from .intrinsics import ensure_registered
 
 
 LANES, GROUP = 16, 4  # int32 lanes per vpdpbusd, bytes reduced per lane
@@ -73,17 +74,6 @@ def _dot_16x4_functions():
             )
 
     return desc, impl
-
-
-_registered = False
-
-
-def _ensure_intrinsic() -> None:
-    """Register INTRIN on first use (parsing TVMScript at import would slow every import)."""
-    global _registered
-    if not _registered:
-        TensorIntrin.register(INTRIN, *_dot_16x4_functions(), override=True)
-        _registered = True
 
 
 def target_has_vnni(target: tvm.target.Target) -> bool:
@@ -207,7 +197,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
 def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
               input_packed: bool = False, output_packed: bool = False,
               bordered: bool = False) -> tvm.tirx.PrimFunc:
-    _ensure_intrinsic()
+    ensure_registered(INTRIN, _dot_16x4_functions)
     sch = Schedule(func)
     block = REGISTER_BLOCK
     while out_width % block:  # a whole number of register blocks keeps the tensorized loop clean
