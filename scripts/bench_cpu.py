@@ -48,7 +48,9 @@ from bench_workers.protocol import Worker, WorkerError  # noqa: E402
 DEFAULT_MODELS = ("efficientnet_lite0", "resnet50_v2", "mobilenet_v2", "mnist_cnn")
 # (key, label, short name, worker module, spec, int8, peer)
 ROWS = [
-    ("tvm_int8", "tvm_quant_ext int8 (VNNI kernels, untuned)", "tvm int8", "tvm", {"precision": "int8"}, True, False),
+    ("tvm_int8", "tvm_quant_ext int8 (VNNI / AMX kernels, untuned)", "tvm int8", "tvm", {"precision": "int8"}, True, False),
+    ("tvm_int8_vnni", "tvm_quant_ext int8, AMX off (VNNI kernels only)", "tvm int8 no AMX", "tvm",
+     {"precision": "int8", "amx": False}, True, False),
     ("tvm_int8_mixed", "tvm_quant_ext int8 + 16-bit points (asym, precision_budget 0.1; untuned)",
      "tvm int8 mixed", "tvm", {"precision": "int8_mixed"}, True, False),
     ("tvm_fp32", "TVM fp32 (untuned, reference)", "tvm fp32", "tvm", {"precision": "fp32"}, False, False),
@@ -120,7 +122,7 @@ def row_specs(args, manifest: dict, ov_python: Optional[str], ov_why: str):
                     threads=args.threads)
         python, error = sys.executable, None
         if kind == "tvm":
-            spec["target"] = {"kind": "llvm", "mcpu": args.mcpu}
+            spec["target"] = args.target
         elif kind == "ort":
             spec["onnx"] = manifest["onnx"] if key == "ort_fp32" else manifest["ort_int8"][key[4:]]
         else:
@@ -198,7 +200,8 @@ def parse_args(argv):
                     help="extra tvm_quant_ext int8 rows built for these CPUs (e.g. haswell)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mcpu", default=None,
-                    help="TVM's target CPU (default: this machine's, backend.target.host_cpu)")
+                    help="TVM's target CPU (default: this machine's, with AMX's features where it "
+                    "runs AMX: backend.target.host_target)")
     ap.add_argument("--calib-images", type=int, help="calibration images (default 16)")
     ap.add_argument("--max-block-s", type=float, default=20.0,
                     help="cap a block's runs to about this many seconds (untuned TVM fp32 takes "
@@ -211,8 +214,11 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.mcpu is None:
         sys.path.insert(0, ROOT)
-        from tvm_quant_ext.backend.target import host_cpu  # tvm only names the CPU here
-        args.mcpu = host_cpu()
+        from tvm_quant_ext.backend.target import host_target  # tvm only names the CPU here
+        args.target = host_target()
+        args.mcpu = args.target["mcpu"]
+    else:
+        args.target = {"kind": "llvm", "mcpu": args.mcpu}
     quick = args.quick
     defaults = {"models": ["mnist_cnn"] if quick else list(DEFAULT_MODELS),
                 "batches": [1] if quick else [1, 8], "rounds": 2 if quick else 5,
@@ -270,7 +276,8 @@ def write(args, cases, command, peak, peak_how, load, versions, start) -> str:
         "threads per runtime": args.threads,
         "timing": f"{args.rounds} rounds x up to {args.runs} runs per row, one worker process "
                   f"per row, one computing at a time, blocks capped at {args.max_block_s:.0f} s",
-        "TVM target": f"llvm -mcpu={args.mcpu}",
+        "TVM target": f"llvm -mcpu={args.mcpu}" + "".join(
+            f" -mattr={a}" for a in args.target.get("mattr", [])),
         "calibration images (every quantizer)": args.calib_images,
         "VNNI peak": f"{peak:.0f} G int8 MAC/s ({peak_how})" if peak else f"n/a ({peak_how})",
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "n/a",

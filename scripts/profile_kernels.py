@@ -75,7 +75,7 @@ def kernel_window(name: str, func) -> str:
 
 
 def kind_of(name: str) -> str:
-    for key in ("depthwise", "vnni", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
+    for key in ("depthwise", "amx", "vnni", "conv2d", "matmul", "pool", "mean", "pad", "quantize"):
         if key in name:
             return key
     return "elementwise/other"

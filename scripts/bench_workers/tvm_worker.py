@@ -1,5 +1,5 @@
 """TVM worker (this project's venv): spec {"manifest", "precision": "fp32" | "int8" |
-"int8_mixed", "target", "threads"}. int8 = ``quantize(QConfig(mode="integer"))`` on the case's
+"int8_mixed", "target", "threads", optional "amx" (False: the VNNI kernels only)}. int8 = ``quantize(QConfig(mode="integer"))`` on the case's
 calibration batches, then ``build`` (VNNI kernels on a VNNI target, untuned); int8_mixed = the
 same with ``INT8_MIXED`` (the accurate preset with a precision budget: its 16-bit points are what
 the row's latency shows; bias correction and the budget's measurement run on the same
@@ -43,7 +43,7 @@ def load(spec: dict):
         mod = passes.prepare(mod, params)
     else:
         raise ValueError(f"precision {spec['precision']!r}: fp32, int8 or int8_mixed")
-    model = tvm_quant_ext.build(mod, spec["target"])
+    model = tvm_quant_ext.build(mod, spec["target"], amx=spec.get("amx"))
     x = np.ascontiguousarray(calib[0])
     return (lambda: model(x)), {"tvm": tvm.__version__}
 

@@ -11,6 +11,7 @@ from .cpu.fuse import fuse_int8_layers, pack_int8_layers
 from .cpu.pointwise import depthwise_1x1_as_multiply
 from .cpu.schedule import default_cpu_schedule
 from .cpu.wide_weights import split_wide_weights
+from .cpu.amx import target_has_amx
 from .cpu.vnni import target_has_vnni
 from .cuda import gpu_schedule
 from .target import TargetLike, make_target
@@ -85,7 +86,7 @@ def _to_numpy(out):
 
 def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_trials: int = 0,
           tuning_db: Optional[str] = None, vnni: Optional[bool] = None,
-          fuse: bool = True) -> CompiledModel:
+          amx: Optional[bool] = None, fuse: bool = True) -> CompiledModel:
     """Compile ``mod`` (its ``main``) for ``target`` and return a callable model.
 
     ``tune_trials``: MetaSchedule trials per tuning task (0: no tuning). Records go to the JSON
@@ -95,6 +96,10 @@ def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_t
     cover keep the default (untuned) schedule.
     ``vnni``: run int8 conv2d/matmul on the AVX-512 VNNI kernel (``backend.cpu.vnni``);
     default: when the llvm target has the feature (e.g. ``{"kind": "llvm", "mcpu": "znver4"}``).
+    ``amx``: a conv2d whose input comes from another int8 layer runs on Intel AMX tiles
+    (``backend.cpu.amx``); default: when the target has amx-tile and amx-int8 (``"mcpu":
+    "sapphirerapids"``, or ``"mattr": ["+amx-tile", "+amx-int8"]``; ``target.host_target()``
+    adds them on a machine that runs AMX).
     ``fuse`` (llvm targets): each int8 layer with its integer epilogue (bias, requantize,
     clip, cast) becomes one scheduled kernel (``backend.cpu.fuse``): conv2d/dense on VNNI
     when ``vnni``, depthwise conv2d always; ``fuse=False`` keeps the unfused graph (the VNNI
@@ -107,7 +112,7 @@ def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_t
     shapes = [tuple(int(d) for d in p.ty.shape) for p in main.params]
     dtypes = [str(p.ty.dtype) for p in main.params]
     executable = compile_module(mod, tgt, tune_trials=tune_trials, tuning_db=tuning_db, vnni=vnni,
-                                fuse=fuse)
+                                amx=amx, fuse=fuse)
     if device is None:
         device = tvm.cpu(0) if tgt.kind.name == "llvm" else tvm.device(tgt.kind.name, 0)
     return CompiledModel(executable, device, names, shapes, dtypes)
@@ -115,10 +120,10 @@ def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_t
 
 def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 0,
                    tuning_db: Optional[str] = None, vnni: Optional[bool] = None,
-                   fuse: bool = True):
+                   amx: Optional[bool] = None, fuse: bool = True):
     """``build`` without the callable wrapper: the executable (``export_library``-able)."""
     tgt = make_target(target)
-    lowered = lower(mod, tgt, vnni=vnni, fuse=fuse)
+    lowered = lower(mod, tgt, vnni=vnni, amx=amx, fuse=fuse)
     if tgt.kind.name == "cuda":
         lowered = gpu_schedule(lowered, tgt)
     else:
@@ -129,13 +134,19 @@ def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 
 
 
 def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] = None,
-          fuse: bool = True) -> tvm.IRModule:
+          amx: Optional[bool] = None, fuse: bool = True) -> tvm.IRModule:
     """The fused int8 kernels (llvm), then the "zero" pipeline (legalize, fold, fuse)."""
     tgt = make_target(target)
     if vnni is None:
         vnni = target_has_vnni(tgt)
+    if amx is None:
+        amx = target_has_amx(tgt)
+    elif amx and not target_has_amx(tgt):
+        raise ValueError(f"amx=True, but the target {tgt} lacks amx-tile / amx-int8: add "
+                         "\"mattr\": [\"+amx-tile\", \"+amx-int8\"] or an mcpu with them")
     if fuse and tgt.kind.name == "llvm":
-        mod = fuse_int8_layers(depthwise_1x1_as_multiply(split_wide_weights(mod)), vnni=vnni)
+        mod = fuse_int8_layers(depthwise_1x1_as_multiply(split_wide_weights(mod)), vnni=vnni,
+                               amx=amx)
     elif vnni:
         mod = pack_int8_layers(mod)
     with tgt:

@@ -34,6 +34,18 @@ def host_cpu() -> str:
     return str(codegen.llvm_get_system_cpu())
 
 
+def host_target() -> dict:
+    """An llvm target for this machine: its ``mcpu``, and AMX's features where the CPU and the
+    kernel run AMX but LLVM's name for the CPU lacks them (a virtual machine may report an
+    older model with the newer CPU's flags)."""
+    from .cpu.amx import FEATURES, host_has_amx, target_has_amx
+
+    target = {"kind": "llvm", "mcpu": host_cpu()}
+    if host_has_amx() and not target_has_amx(tvm.target.Target(target)):
+        target["mattr"] = ["+" + f for f in FEATURES]
+    return target
+
+
 def vnni_cpu() -> str:
     """An ``mcpu`` with AVX-512 VNNI to build the VNNI kernels for: this machine's own where it
     has VNNI (so the code also runs here), else ``znver4`` (compiled here, run elsewhere)."""

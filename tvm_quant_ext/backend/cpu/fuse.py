@@ -261,7 +261,8 @@ def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
                      epilogue: bool = True, packed_links: bool = True,
                      sides: bool = True, int32_runs: bool = True,
-                     pools: bool = True, int32_steps: bool = True) -> tvm.IRModule:
+                     pools: bool = True, int32_steps: bool = True,
+                     amx: bool = False) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked
@@ -269,8 +270,9 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
     kernel of the layer before it (``sides``); runs of epilogue steps on a code become one
     int32 step where that is exact (``int32_runs``, ``int32_runs.py``); max pools on codes
     run with their epilogue too (``pools``, ``pool.py``); int64 steps run in int32 where the
-    value's range makes that exact (``int32_steps``, ``int32_steps.py``)."""
-    options = FuseOptions(vnni=vnni, depthwise=depthwise, epilogue=epilogue,
+    value's range makes that exact (``int32_steps``, ``int32_steps.py``); a conv with a blocked
+    input runs on AMX tiles (``amx``, ``amx.py``; only with ``vnni``)."""
+    options = FuseOptions(vnni=vnni, amx=vnni and amx, depthwise=depthwise, epilogue=epilogue,
                           packed_links=packed_links, sides=sides, pools=pools)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
     rewriter = _FuseLayers(mod, options)

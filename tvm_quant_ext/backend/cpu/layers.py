@@ -8,7 +8,9 @@ arguments, or None when the call is not one its kernels take. ``fuse.py`` finds 
 and rewrites the graph.
 
 * conv2d groups=1 and dense (matmul with a constant 2-D weight), int8/uint8 x int8 -> int32:
-  the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni;
+  the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni; a conv2d whose
+  input comes in the blocked layout, on AMX (``amx.conv2d_kernel``) when the target has
+  amx-tile and amx-int8;
 * depthwise conv2d (groups == in channels == out channels): ``depthwise.py``;
 * max pool on int8 / uint8 codes (``pool.py``): no quantizer layer (it has no weight), but a
   kernel with an epilogue all the same, filed with ``register_pool``.
@@ -24,7 +26,7 @@ from tvm import relax
 
 from ...graph import const_value, is_const, op_name, registrar
 from ...layer_ops import LAYER_OPS
-from . import depthwise_vnni, packed, vnni
+from . import amx, depthwise_vnni, packed, vnni
 from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
                         pack_depthwise_weight)
 from .epilogue import Epilogue
@@ -71,6 +73,7 @@ def register_pool(op: str):
 @dataclass(frozen=True)
 class FuseOptions:
     vnni: bool = True        # conv2d groups=1 / dense on vpdpbusd
+    amx: bool = False        # such a conv2d with a blocked input on AMX tiles instead
     depthwise: bool = True   # depthwise conv2d kernel
     epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
     packed_links: bool = True  # VNNI / depthwise conv -> such a conv: the blocked layout between
@@ -152,6 +155,15 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     a = call.attrs
     data_shape = [int(s) for s in call.args[0].ty.shape]
     out_shape = tuple(int(s) for s in call.ty.shape)
+    if on_vnni_conv(call, options) and options.amx and options.input_packed and amx.takes(
+            a.dilation):
+        func = amx.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
+                                 epilogue=epilogue, input_border=options.input_border,
+                                 output_packed=options.output_packed,
+                                 output_padding=options.output_padding)
+        consts = [amx.pack_weight(weight), packed.shift_correction(weight, data_dtype)]
+        kernel = LayerKernel(func, "conv2d_int8_amx", consts, out_shape)
+        return _maybe_packed(kernel, options, epilogue.dtype)
     if on_vnni_conv(call, options):
         func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                   a.dilation, epilogue=epilogue,

@@ -133,3 +133,11 @@ def bordered_copy(inner: te.Tensor, shape: Sequence[int], dtype: Optional[str],
     return _with_border(shape, dtype or "int32", padding,
                         lambda i, b, row, col, lane: inner[i, b, row, col, lane], name,
                         padding_channels=False)
+
+
+def schedule_blocked_copy(sch, block) -> None:
+    """``bordered_copy``'s block: one output block's 16 channels per vector, each lane reading
+    and writing its own byte, contiguously; the rows in parallel."""
+    i, q, y, x, j = sch.get_loops(block)
+    sch.parallel(sch.fuse(i, q, y))
+    sch.vectorize(j)

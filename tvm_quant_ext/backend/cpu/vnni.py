@@ -227,7 +227,7 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
     if bordered:
         sch.reverse_compute_at(sch.get_sblock("inner"), x_outer)
         sch.vectorize(sch.get_loops(sch.get_sblock("inner"))[-1])
-        _schedule_packed_out(sch, out)
+        layout.schedule_blocked_copy(sch, out)
     elif output_packed or out_blocks * LANES == _out_channels(sch, out):
         # the epilogue of each register block right after its accumulation: the int32
         # accumulators are then only a register block's worth of memory (buffers are
@@ -242,14 +242,6 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
 
 def _out_channels(sch: Schedule, out) -> int:
     return int(sch.get(sch.get_loops(out)[1]).extent)
-
-
-def _schedule_packed_out(sch: Schedule, out) -> None:
-    """The epilogue into the blocked layout: one output block's 16 channels per vector, each
-    lane reading its own accumulator lane and writing its own byte, contiguously."""
-    i, q, y, x, j = sch.get_loops(out)
-    sch.parallel(sch.fuse(i, q, y))
-    sch.vectorize(j)
 
 
 def _schedule_unpack(sch: Schedule, out) -> None:

@@ -1,0 +1,117 @@
+"""The AMX conv kernel (backend/cpu/amx.py): its packed weight and tile configuration, its code
+(compiled on any machine), the kernel against numpy in the layouts it serves, and a model's
+convs on it, bit-identical to the unfused integer graph (where this machine runs AMX)."""
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings, strategies as st
+
+import tvm_quant_ext
+from graphs import residual_stack
+from kernel_checks import (VNNI_TARGET, assert_same_as_unfused, call_tir_names,
+                           integer_quantized, shift_requantize, to_blocked)
+from tvm_quant_ext.backend.build import lower
+from tvm_quant_ext.backend.cpu import amx, packed
+
+AMX_TARGET = {**VNNI_TARGET, "mattr": ["+amx-tile", "+amx-int8"]}
+needs_amx = pytest.mark.skipif(not amx.host_has_amx(), reason="this machine does not run AMX")
+
+
+@settings(max_examples=30, deadline=None)
+@given(o=st.integers(1, 40), c=st.integers(1, 40), k=st.sampled_from([1, 3]),
+       seed=st.integers(0, 2 ** 16))
+def test_packed_weight_is_each_tap_s_b_tiles(o, c, k, seed):
+    weight = np.random.default_rng(seed).integers(-128, 128, (o, c, k, k)).astype("int8")
+    got = amx.pack_weight(weight)  # (O/16, KH, KW, C/4, 16, 4)
+    assert got.shape[3] % 4 == 0  # whole 16-channel input blocks: four groups a B tile
+    full = got.transpose(0, 4, 3, 5, 1, 2).reshape(got.shape[0] * 16, -1, k, k)
+    np.testing.assert_array_equal(full[:o, :c], weight)
+    assert not full[o:].any() and not full[:, c:].any()
+
+
+def test_tile_rows_divide_the_row_and_the_configuration_matches_them():
+    assert [amx.tile_rows(w) for w in (56, 28, 14, 7, 112, 13, 1)] == [14, 14, 14, 7, 16, 13, 1]
+    cfg = amx.tile_config(14).view(np.uint8)
+    assert cfg[0] == 1 and list(cfg[48:56]) == [14] * 6 + [4, 4]
+    assert list(cfg[16:32].view(np.uint16)) == [64] * 4 + [16] * 2 + [64] * 2
+    assert not cfg[1:16].any() and not cfg[32:48].any() and not cfg[56:].any()
+
+
+def test_kernel_compiles_to_tile_instructions_on_any_machine():
+    func = amx.conv2d_kernel((1, 32, 8, 8), (32, 32, 3, 3), "uint8", (1, 1), (1, 1, 1, 1),
+                             output_packed=True)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      tvm.target.Target(AMX_TARGET))
+    asm = lib.mod.inspect_source("asm")
+    for instruction in ("ldtilecfg", "tilezero", "tileloadd", "tdpbusd", "tilestored"):
+        assert instruction in asm, instruction
+
+
+def test_target_without_amx_is_refused_when_asked_for():
+    mod, _ = residual_stack()
+    with pytest.raises(ValueError, match="amx-tile"):
+        lower(mod, tvm.target.Target(VNNI_TARGET), amx=True)
+
+
+def _reference(blocked, weight, channels, stride, out_hw):
+    # the conv over the bordered blocked input as it lies (its border is the padding)
+    n = blocked.shape[0]
+    x = blocked.transpose(0, 1, 4, 2, 3).reshape(n, -1, *blocked.shape[2:4])[:, :channels]
+    x = x.astype(np.int64)
+    k = weight.shape[2]
+    oh, ow = out_hw
+    out = 0
+    for ry in range(k):
+        for rx in range(k):
+            window = x[:, :, ry:ry + stride * (oh - 1) + 1:stride, rx:rx + stride * (ow - 1) + 1:stride]
+            out = out + np.einsum("nchw,oc->nohw", window, weight[:, :, ry, rx].astype(np.int64))
+    return out
+
+
+def _run(func, *arrays):
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      tvm.target.Target(AMX_TARGET))
+    out = func.params[-1]
+    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
+    lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
+    return result.numpy()
+
+
+@needs_amx
+@pytest.mark.parametrize("n,c,size,o,k,stride,pad,border,out_packed", [
+    (1, 32, 14, 32, 1, 1, 0, (0, 0, 0, 0), True),     # 14 rows a tile, two runs of pixels
+    (1, 20, 9, 24, 3, 1, 1, (0, 0, 0, 0), True),      # partial blocks in and out, 9 rows
+    (2, 48, 13, 64, 3, 2, 1, (1, 1, 1, 1), True),     # stride 2, batch 2, a bordered output
+    (1, 64, 16, 48, 1, 1, 0, (0, 0, 0, 0), False),    # NCHW out, three output blocks
+    (1, 16, 7, 16, 3, 1, 1, (0, 0, 0, 0), False),     # one output block, one run of pixels
+])
+def test_kernel_matches_numpy(n, c, size, o, k, stride, pad, border, out_packed):
+    rng = np.random.default_rng(c * size + o)
+    padding = (pad,) * 4
+    blocked = rng.integers(0, 256, packed.packed_shape((n, c, size, size), padding)).astype("uint8")
+    weight = rng.integers(-128, 128, (o, c, k, k)).astype("int8")
+    bias = rng.integers(-2000, 2000, o).astype("int32")
+    correction = rng.integers(-500, 500, o).astype("int32")
+    out_hw = ((size + 2 * pad - k) // stride + 1,) * 2
+    func = amx.conv2d_kernel((n, c, size, size), weight.shape, "uint8", (stride, stride),
+                             padding, epilogue=shift_requantize(bias[None, :, None, None]),
+                             output_packed=out_packed, output_padding=border)
+    got = _run(func, blocked, amx.pack_weight(weight), correction, bias[None, :, None, None])
+    acc = _reference(blocked, weight, c, stride, out_hw) - correction[None, :, None, None]
+    ref = np.clip((acc + bias[None, :, None, None]) >> 7, -128, 127).astype("int8")
+    np.testing.assert_array_equal(got, to_blocked(ref, border) if out_packed else ref)
+    assert len(np.unique(ref)) > 10
+
+
+def test_model_convs_after_the_first_run_on_it():
+    qmod = integer_quantized(residual_stack(), (1, 3, 12, 12))
+    names = call_tir_names(lower(qmod, tvm.target.Target(AMX_TARGET)))
+    assert sum(name.startswith("conv2d_int8_amx") for name in names) == 5, names
+    assert any(name.startswith("conv2d_int8_vnni") for name in names)  # the stem: NCHW input
+
+
+@needs_amx
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_model_on_it_is_bit_identical_to_unfused(symmetric):
+    qmod = integer_quantized(residual_stack(), (1, 3, 12, 12), symmetric)
+    assert_same_as_unfused(qmod, [tvm_quant_ext.build(qmod, AMX_TARGET)], (1, 3, 12, 12))

@@ -1,0 +1,339 @@
+"""int8 conv2d on Intel AMX (``tdpbusd``) over the blocked layout of ``packed.py``.
+
+An AMX tile is up to 16 rows of 64 bytes; ``tdpbusd`` adds the product of an unsigned-byte
+tile A (rows x K) and a signed-byte tile B (K/4 rows of 16 columns x 4 bytes) into an int32
+tile C (rows x 16), every 4 bytes of a row of A against one group of B. In the blocked layout
+the 16 channels of a pixel are 16 contiguous bytes and the pixels of a row follow each other,
+so a run of output pixels reading one 16-channel block is an A tile as it lies in memory
+(rows ``stride * 16`` bytes apart): K = 16, a quarter of a tile's width, but measured on an
+AMX core one ``tdpbusd`` of K = 16 still does 800+ G MAC/s on one thread, beside 750 G MAC/s
+for ``vpdpbusd`` on two.
+
+The kernel keeps up to four C tiles (two runs of pixels x two 16-channel output blocks) in the
+tile registers across the whole reduction (input blocks x kernel rows x kernel columns), each
+A and B tile loaded once per step; then the tiles go to a small int32 buffer, and the layer's
+epilogue (``epilogue.py``) runs on it vectorized over 16 channels, as in ``vnni.py``, writing
+the blocked layout (or NCHW).
+
+The tile registers are named by immediates: each tensorized step finds its C tile from where
+its accumulator lies in the register block's buffer (``_tile_of``), a constant once the
+schedule's loops over tiles are unrolled. The kernel loads its tile configuration at every
+register block (``ldtilecfg`` is one instruction, beside the block's dozens of ``tdpbusd``).
+Linux hands a process AMX state only after it asks (``arch_prctl(ARCH_REQ_XCOMP_PERM)``);
+each kernel asks at every call (``_with_permission``), so exported libraries need nothing
+of this package; ``request_permission`` asks from Python.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from typing import Sequence
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.s_tir import Schedule
+from tvm.script import tirx as T
+
+from . import packed as layout
+from .epilogue import Epilogue
+from .intrinsics import ensure_registered
+
+LANES, GROUP = 16, 4           # output channels per C tile column set, bytes per B group
+MAX_ROWS = 16                  # rows of a tile
+C_TILES, A_TILES, B_TILES = (0, 1, 2, 3), (4, 5), (6, 7)
+FEATURES = ("amx-tile", "amx-int8")
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
+
+
+def target_has_amx(target: tvm.target.Target) -> bool:
+    if target.kind.name != "llvm":
+        return False
+    from tvm.target import codegen
+    return all(bool(codegen.target_has_features(f, target)) for f in FEATURES)
+
+
+def host_has_amx() -> bool:
+    """Whether this machine's CPU and kernel run AMX int8 code (the CPU's flags, and Linux
+    granting this process the tile state)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"amx_tile", "amx_int8"} <= set(flags) and request_permission()
+
+
+@functools.lru_cache(maxsize=None)
+def request_permission() -> bool:
+    """Ask Linux for this process's AMX tile state (once; every thread then has it). Without it
+    the first tile instruction kills the process (SIGILL). True when granted."""
+    if not os.uname().sysname == "Linux" or os.uname().machine != "x86_64":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+
+
+def takes(dilation) -> bool:
+    """Whether the AMX kernel takes a conv (groups=1, its input blocked) of this dilation."""
+    return all(int(d) == 1 for d in dilation)
+
+
+def pack_weight(weight: np.ndarray) -> np.ndarray:
+    """OIHW int8 -> O/16 x KH x KW x C/4 x 16 x 4: for each kernel tap, an input block's four
+    groups are one B tile (256 contiguous bytes); channels zero padded to whole blocks."""
+    o, c, kh, kw = weight.shape
+    ob, groups = -(-o // LANES), -(-c // layout.BLOCK) * (layout.BLOCK // GROUP)
+    padded = np.zeros((ob * LANES, groups * GROUP, kh, kw), "int8")
+    padded[:o, :c] = weight
+    return np.ascontiguousarray(
+        padded.reshape(ob, LANES, groups, GROUP, kh, kw).transpose(0, 4, 5, 2, 1, 3))
+
+
+def tile_rows(out_width: int) -> int:
+    """Rows of an A / C tile: the most output pixels of a row, up to 16, that divide it."""
+    return max(r for r in range(1, MAX_ROWS + 1) if out_width % r == 0)
+
+
+def tile_config(rows: int) -> np.ndarray:
+    """The 64-byte ``ldtilecfg`` operand as 8 int64 words: palette 1; C tiles rows x 64 bytes,
+    A tiles rows x 16 bytes, B tiles 4 x 64 bytes."""
+    cfg = np.zeros(64, np.uint8)
+    cfg[0] = 1
+    for t in range(8):
+        tile_rows_, colsb = (rows, 64) if t in C_TILES else (rows, 16) if t in A_TILES else (4, 64)
+        cfg[16 + 2 * t], cfg[48 + t] = colsb, tile_rows_
+    return cfg.view(np.int64)
+
+
+def _tile_of(c_buffer, rows: int):
+    # the C tile of an accumulator region: its place in the register block's buffer, which
+    # the schedule lays out tile after tile (bo_inner, x_mid, rows, 16)
+    return tvm.tirx.floormod(tvm.tirx.floordiv(c_buffer.elem_offset, rows * LANES), 4)
+
+
+def _x_run(c_buffer, rows: int, tiles_x: int):
+    return tvm.tirx.floormod(_tile_of(c_buffer, rows), tiles_x)
+
+
+def _out_block(c_buffer, rows: int, tiles_x: int):
+    return tvm.tirx.floordiv(_tile_of(c_buffer, rows), tiles_x)
+
+
+def _a_tile(c_buffer, rows: int, tiles_x: int):
+    return (A_TILES[0] + _x_run(c_buffer, rows, tiles_x)).astype("uint8")
+
+
+def _b_tile(c_buffer, rows: int, tiles_x: int):
+    return (B_TILES[0] + _out_block(c_buffer, rows, tiles_x)).astype("uint8")
+
+
+def _intrin(name: str, *args):
+    return T.evaluate(T.call_llvm_intrin("void", name, *args))
+
+
+def _functions(rows: int, stride: int, tiles_x: int):
+    """(zero, update, store) tensor intrinsics for tiles of ``rows`` rows, an input read
+    every ``stride`` pixels, ``tiles_x`` runs of pixels per register block."""
+    span = (rows - 1) * stride + 1
+    config = [int(v) for v in tile_config(rows)]
+
+    @T.prim_func(s_tir=True)
+    def zero_desc(c: T.handle) -> None:
+        C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:rows, 0:LANES])
+            for x, o in T.grid(rows, LANES):
+                with T.sblock("zero"):
+                    vx, vo = T.axis.remap("SS", [x, o])
+                    C[vx, vo] = 0
+
+    @T.prim_func(s_tir=True)
+    def zero_impl(c: T.handle) -> None:
+        C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:rows, 0:LANES])
+            # (the tile's number is written out where used: a name assigned in TVMScript is a
+            # variable in memory, which no later pass folds to the immediate)
+            if _tile_of(C, rows) == 0:  # the block's first tile: (re)load the configuration
+                cfg = T.decl_buffer((8,), "int64", scope="local")
+                for k in T.unroll(8):
+                    cfg[k] = T.int64(0)
+                cfg[0] = T.int64(config[0])
+                cfg[2] = T.int64(config[2])
+                cfg[3] = T.int64(config[3])
+                cfg[6] = T.int64(config[6])
+                _intrin("llvm.x86.ldtilecfg", cfg.access_ptr("r"))
+            _intrin("llvm.x86.tilezero", T.Cast("uint8", _tile_of(C, rows)))
+
+    @T.prim_func(s_tir=True)
+    def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
+                           strides=[T.int32(), 1])
+        B = T.match_buffer(b, (GROUP, LANES, GROUP), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), 1])
+        C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK], B[0:GROUP, 0:LANES, 0:GROUP])
+            T.writes(C[0:rows, 0:LANES])
+            for x, o, g, j in T.grid(rows, LANES, GROUP, GROUP):
+                with T.sblock("update"):
+                    vx, vo, vg, vj = T.axis.remap("SSRR", [x, o, g, j])
+                    C[vx, vo] = C[vx, vo] + T.cast(A[vx * stride, vg * GROUP + vj], "int32") \
+                        * T.cast(B[vg, vo, vj], "int32")
+
+    @T.prim_func(s_tir=True)
+    def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
+                           strides=[T.int32(), 1])
+        B = T.match_buffer(b, (GROUP, LANES, GROUP), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), 1])
+        C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK], B[0:GROUP, 0:LANES, 0:GROUP])
+            T.writes(C[0:rows, 0:LANES])
+            # each A tile is loaded at the first output block, each B tile at the first run
+            # of pixels: the block's loop over tiles runs output blocks outside pixel runs
+            if _out_block(C, rows, tiles_x) == 0:
+                _intrin("llvm.x86.tileloadd64", _a_tile(C, rows, tiles_x), A.access_ptr("r"),
+                        T.Cast("int64", A.strides[0] * stride))
+            if _x_run(C, rows, tiles_x) == 0:
+                _intrin("llvm.x86.tileloadd64", _b_tile(C, rows, tiles_x), B.access_ptr("r"),
+                        T.Cast("int64", B.strides[0]))
+            _intrin("llvm.x86.tdpbusd", T.Cast("uint8", _tile_of(C, rows)),
+                    _a_tile(C, rows, tiles_x), _b_tile(C, rows, tiles_x))
+
+    @T.prim_func(s_tir=True)
+    def store_desc(c: T.handle, d: T.handle) -> None:
+        C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        D = T.match_buffer(d, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:LANES])
+            T.writes(D[0:rows, 0:LANES])
+            for x, o in T.grid(rows, LANES):
+                with T.sblock("store"):
+                    vx, vo = T.axis.remap("SS", [x, o])
+                    D[vx, vo] = C[vx, vo]
+
+    @T.prim_func(s_tir=True)
+    def store_impl(c: T.handle, d: T.handle) -> None:
+        C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        D = T.match_buffer(d, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:LANES])
+            T.writes(D[0:rows, 0:LANES])
+            _intrin("llvm.x86.tilestored64", T.Cast("uint8", _tile_of(C, rows)),
+                    D.access_ptr("w"), T.Cast("int64", D.strides[0] * 4))
+
+    return (zero_desc, zero_impl), (update_desc, update_impl), (store_desc, store_impl)
+
+
+def _intrinsics(rows: int, stride: int, tiles_x: int):
+    names = [f"tvm_quant_ext.amx_{part}_r{rows}_s{stride}_t{tiles_x}"
+             for part in ("zero", "update", "store")]
+    for k, name in enumerate(names):
+        ensure_registered(name, lambda k=k: _functions(rows, stride, tiles_x)[k])
+    return names
+
+
+def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
+                  strides=(1, 1), padding=(0, 0, 0, 0), epilogue=None, input_border=None,
+                  output_packed: bool = False, output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
+    """The scheduled AMX conv2d: (data in the blocked layout, ``pack_weight``'s weight,
+    correction, *epilogue tensors, *side tensors) -> the epilogue's output, NCHW or (with
+    ``output_packed``) blocked with a border of ``output_padding``. As ``vnni.conv2d_kernel``
+    with ``input_packed``: ``data_shape`` is the unpadded NCHW shape, the input bordered with
+    ``padding`` or ``input_border``; dilation 1."""
+    epilogue = epilogue or Epilogue()
+    n, c, h, w = (int(v) for v in data_shape)
+    o, _, kh, kw = (int(v) for v in weight_shape)
+    sh, sw = (int(v) for v in strides)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    blocks, ob = -(-c // layout.BLOCK), -(-o // LANES)
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    border = tuple(input_border or padding)
+    offset_y, offset_x = layout.read_offset(border, padding)
+    data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
+    weight = te.placeholder((ob, kh, kw, blocks * GROUP, LANES, GROUP), "int8", "weight_packed")
+    correction = te.placeholder((o,), "int32", "correction")
+    extra, sides = epilogue.placeholders()
+
+    rb = te.reduce_axis((0, blocks), "rb")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    rg = te.reduce_axis((0, GROUP), "rg")
+    rj = te.reduce_axis((0, GROUP), "rj")
+    acc = te.compute(
+        (n, ob, oh, ow, LANES),
+        lambda i, bo, y, x, lo: te.sum(
+            data[i, rb, y * sh + ry + offset_y, x * sw + rx + offset_x,
+                 rg * GROUP + rj].astype("int32")
+            * weight[bo, ry, rx, rb * GROUP + rg, lo, rj].astype("int32"),
+            axis=[rb, ry, rx, rg, rj]),
+        name="acc")
+
+    def result(i, oc, y, x):
+        return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
+                              (i, oc, y, x), extra, sides)
+
+    bordered = output_packed and any(int(v) for v in output_padding)
+    if bordered:  # as vnni.py: the interior after each register block, then a bordered copy
+        inner = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, name="inner")
+        out = layout.bordered_copy(inner, (n, o, oh, ow), epilogue.dtype, output_padding)
+    elif output_packed:
+        out = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype)
+    else:
+        out = te.compute((n, o, oh, ow), result, name="out")
+    func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
+    func = _schedule(func, ow, ob, sw, bordered)
+    return _with_permission(func).without_attr("global_symbol").with_attr(
+        "tirx.is_scheduled", True)
+
+
+def _with_permission(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    # every call first asks Linux for the tile state (a no-op once granted, well under a
+    # microsecond): a library exported with these kernels then runs in any process, not
+    # only in one where request_permission ran
+    ask = tvm.tirx.Evaluate(tvm.tirx.call_extern(
+        "int64", "syscall", tvm.tirx.const(_SYS_ARCH_PRCTL, "int64"),
+        tvm.tirx.const(_ARCH_REQ_XCOMP_PERM, "int64"), tvm.tirx.const(_XFEATURE_XTILEDATA, "int64")))
+    return func.with_body(tvm.tirx.SeqStmt([ask, func.body]))
+
+
+def _schedule(func, out_width: int, out_blocks: int, stride: int,
+              bordered: bool) -> tvm.tirx.PrimFunc:
+    rows = tile_rows(out_width)
+    tiles_x = 2 if (out_width // rows) % 2 == 0 else 1
+    zero, update, store = _intrinsics(rows, stride, tiles_x)
+    sch = Schedule(func)
+    acc = sch.get_sblock("acc")
+    i, bo, y, x, lo, rb, ry, rx, rg, rj = sch.get_loops(acc)
+    x_outer, x_mid, x_tile = sch.split(x, [None, tiles_x, rows])
+    bo_outer, bo_inner = sch.split(bo, [None, 2 if out_blocks % 2 == 0 else 1])
+    sch.reorder(i, bo_outer, y, x_outer, rb, ry, rx, bo_inner, x_mid, x_tile, lo, rg, rj)
+    # the tiles' register block: its accumulators lie tile after tile (_tile_of)
+    write_back = sch.cache_write(acc, 0, "global")
+    sch.reverse_compute_at(write_back, x_outer)
+    sch.parallel(sch.fuse(i, bo_outer, y))
+    epilogue = sch.get_sblock("inner" if bordered else "out")
+    sch.reverse_compute_at(epilogue, x_outer)
+    sch.vectorize(sch.get_loops(epilogue)[-1])
+    if bordered:
+        layout.schedule_blocked_copy(sch, sch.get_sblock("out"))
+    init = sch.decompose_reduction(acc, rb)
+    init_loops = sch.get_loops(init)
+    wb_loops = sch.get_loops(write_back)
+    wb_mid, wb_tile = sch.split(wb_loops[-2], [tiles_x, rows])
+    # every loop over tiles unrolled: each tile's number then folds to the immediate the
+    # tile instructions take
+    outer = 2  # the parallel loop and x_outer
+    for loop in [bo_inner, x_mid] + init_loops[outer:-2] + sch.get_loops(write_back)[outer:-2]:
+        sch.unroll(loop)
+    sch.tensorize(x_tile, update)
+    sch.tensorize(init_loops[-2], zero)
+    sch.tensorize(wb_tile, store)
+    return sch.mod["main"]
