@@ -28,7 +28,7 @@ from tvm import relax  # noqa: E402
 
 from tvm_quant_ext import QConfig, passes, quantize, zoo  # noqa: E402
 from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
-from tvm_quant_ext.backend.target import host_cpu  # noqa: E402
+from tvm_quant_ext.backend.target import host_target  # noqa: E402
 from tvm_quant_ext.backend.tune import tune  # noqa: E402
 from tvm_quant_ext.backend.cpu.fuse import MACS_ATTR, WINDOW_ATTR  # noqa: E402
 from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
@@ -86,7 +86,8 @@ def main(argv=None):
     ap.add_argument("--model", default="efficientnet_lite0",
                     choices=sorted(set(zoo.MODELS) | set(TORCH_MODELS)))
     ap.add_argument("--mode", default="integer", choices=("fp32", "integer"))
-    ap.add_argument("--mcpu", default=host_cpu(), help="default: this machine's CPU")
+    ap.add_argument("--mcpu", default=None,
+                    help="default: this machine's CPU, with AMX where it runs AMX (host_target)")
     ap.add_argument("--tuning-db", default=None)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--batch", type=int, default=1)
@@ -95,7 +96,8 @@ def main(argv=None):
     ap.add_argument("--unfused", action="store_true",
                     help="int8 layers without their fused epilogue (build(..., fuse=False))")
     args = ap.parse_args(argv)
-    target = make_target({"kind": "llvm", "mcpu": args.mcpu})
+    target = make_target(host_target() if args.mcpu is None
+                         else {"kind": "llvm", "mcpu": args.mcpu})
     if args.model in TORCH_MODELS:  # the bench's random-weight models (ResNet-50 v2, ...)
         from tvm_quant_ext.frontend.torch import from_torch
 

@@ -18,22 +18,29 @@ needs_amx = pytest.mark.skipif(not amx.host_has_amx(), reason="this machine does
 
 
 @settings(max_examples=30, deadline=None)
-@given(o=st.integers(1, 40), c=st.integers(1, 40), k=st.sampled_from([1, 3]),
+@given(o=st.integers(1, 40), c=st.integers(1, 40), kh=st.integers(1, 3), kw=st.integers(1, 4),
        seed=st.integers(0, 2 ** 16))
-def test_packed_weight_is_each_tap_s_b_tiles(o, c, k, seed):
-    weight = np.random.default_rng(seed).integers(-128, 128, (o, c, k, k)).astype("int8")
-    got = amx.pack_weight(weight)  # (O/16, KH, KW, C/4, 16, 4)
-    assert got.shape[3] % 4 == 0  # whole 16-channel input blocks: four groups a B tile
-    full = got.transpose(0, 4, 3, 5, 1, 2).reshape(got.shape[0] * 16, -1, k, k)
+def test_packed_weight_is_each_kernel_row_s_b_tile(o, c, kh, kw, seed):
+    weight = np.random.default_rng(seed).integers(-128, 128, (o, c, kh, kw)).astype("int8")
+    got = amx.pack_weight(weight)  # (O/16, KH, C/16, KW, 4, 16, 4)
+    # the B tile of (output block, kernel row, input block): tap-major rows of 16 x 4 bytes,
+    # as an A row holds the row's taps (tap after tap, 16 channels each)
+    tile = got[0, kh - 1, 0].reshape(kw * 4, 16, 4)
+    channels = min(c, 16)
+    for tap in range(kw):
+        for ch in range(channels):
+            np.testing.assert_array_equal(tile[tap * 4 + ch // 4, :min(o, 16), ch % 4],
+                                          weight[:16, ch, kh - 1, tap])
+    full = got.transpose(0, 5, 2, 4, 6, 1, 3).reshape(got.shape[0] * 16, -1, kh, kw)
     np.testing.assert_array_equal(full[:o, :c], weight)
     assert not full[o:].any() and not full[:, c:].any()
 
 
 def test_tile_rows_divide_the_row_and_the_configuration_matches_them():
     assert [amx.tile_rows(w) for w in (56, 28, 14, 7, 112, 13, 1)] == [14, 14, 14, 7, 16, 13, 1]
-    cfg = amx.tile_config(14).view(np.uint8)
-    assert cfg[0] == 1 and list(cfg[48:56]) == [14] * 6 + [4, 4]
-    assert list(cfg[16:32].view(np.uint16)) == [64] * 4 + [16] * 2 + [64] * 2
+    cfg = amx.tile_config(14, taps=3).view(np.uint8)
+    assert cfg[0] == 1 and list(cfg[48:56]) == [14] * 6 + [12, 12]
+    assert list(cfg[16:32].view(np.uint16)) == [64] * 4 + [48] * 2 + [64] * 2
     assert not cfg[1:16].any() and not cfg[32:48].any() and not cfg[56:].any()
 
 
@@ -45,6 +52,12 @@ def test_kernel_compiles_to_tile_instructions_on_any_machine():
     asm = lib.mod.inspect_source("asm")
     for instruction in ("ldtilecfg", "tilezero", "tileloadd", "tdpbusd", "tilestored"):
         assert instruction in asm, instruction
+
+
+def test_wider_rows_are_refused():
+    assert not amx.takes((5, 5), (1, 1)) and not amx.takes((3, 3), (2, 2))
+    with pytest.raises(ValueError, match="at most 4 taps"):
+        amx.conv2d_kernel((1, 16, 9, 9), (16, 16, 5, 5), "uint8", (1, 1), (2, 2, 2, 2))
 
 
 def test_target_without_amx_is_refused_when_asked_for():
@@ -84,6 +97,7 @@ def _run(func, *arrays):
     (2, 48, 13, 64, 3, 2, 1, (1, 1, 1, 1), True),     # stride 2, batch 2, a bordered output
     (1, 64, 16, 48, 1, 1, 0, (0, 0, 0, 0), False),    # NCHW out, three output blocks
     (1, 16, 7, 16, 3, 1, 1, (0, 0, 0, 0), False),     # one output block, one run of pixels
+    (1, 32, 10, 16, 4, 1, 2, (0, 0, 0, 0), True),     # a 4x4 window: 64-byte A rows
 ])
 def test_kernel_matches_numpy(n, c, size, o, k, stride, pad, border, out_packed):
     rng = np.random.default_rng(c * size + o)

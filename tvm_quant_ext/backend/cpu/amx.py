@@ -42,6 +42,7 @@ from .intrinsics import ensure_registered
 
 LANES, GROUP = 16, 4           # output channels per C tile column set, bytes per B group
 MAX_ROWS = 16                  # rows of a tile
+MAX_ROW_TAPS = 4               # a kernel row's taps x 16 channels fill an A row of <= 64 bytes
 C_TILES, A_TILES, B_TILES = (0, 1, 2, 3), (4, 5), (6, 7)
 FEATURES = ("amx-tile", "amx-int8")
 _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
@@ -76,20 +77,23 @@ def request_permission() -> bool:
     return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
 
 
-def takes(dilation) -> bool:
-    """Whether the AMX kernel takes a conv (groups=1, its input blocked) of this dilation."""
-    return all(int(d) == 1 for d in dilation)
+def takes(window, dilation) -> bool:
+    """Whether the AMX kernel takes a conv (groups=1, its input blocked) of this window and
+    dilation: dilation 1, a kernel row's taps within one A row (at most 4 x 16 bytes)."""
+    return all(int(d) == 1 for d in dilation) and int(window[1]) <= MAX_ROW_TAPS
 
 
 def pack_weight(weight: np.ndarray) -> np.ndarray:
-    """OIHW int8 -> O/16 x KH x KW x C/4 x 16 x 4: for each kernel tap, an input block's four
-    groups are one B tile (256 contiguous bytes); channels zero padded to whole blocks."""
+    """OIHW int8 -> O/16 x KH x C/16 x KW x 4 x 16 x 4: for each kernel row and input block,
+    the row's taps' four groups are one B tile (KW * 256 contiguous bytes), in the order an A
+    row holds them (tap after tap, 16 channels each); channels zero padded to whole blocks."""
     o, c, kh, kw = weight.shape
-    ob, groups = -(-o // LANES), -(-c // layout.BLOCK) * (layout.BLOCK // GROUP)
-    padded = np.zeros((ob * LANES, groups * GROUP, kh, kw), "int8")
+    ob, blocks = -(-o // LANES), -(-c // layout.BLOCK)
+    padded = np.zeros((ob * LANES, blocks * layout.BLOCK, kh, kw), "int8")
     padded[:o, :c] = weight
-    return np.ascontiguousarray(
-        padded.reshape(ob, LANES, groups, GROUP, kh, kw).transpose(0, 4, 5, 2, 1, 3))
+    per_block = layout.BLOCK // GROUP
+    return np.ascontiguousarray(padded.reshape(ob, LANES, blocks, per_block, GROUP, kh, kw)
+                                .transpose(0, 5, 2, 6, 3, 1, 4))
 
 
 def tile_rows(out_width: int) -> int:
@@ -97,14 +101,19 @@ def tile_rows(out_width: int) -> int:
     return max(r for r in range(1, MAX_ROWS + 1) if out_width % r == 0)
 
 
-def tile_config(rows: int) -> np.ndarray:
+def tile_config(rows: int, taps: int = 1) -> np.ndarray:
     """The 64-byte ``ldtilecfg`` operand as 8 int64 words: palette 1; C tiles rows x 64 bytes,
-    A tiles rows x 16 bytes, B tiles 4 x 64 bytes."""
+    A tiles rows x (16 x ``taps``) bytes, B tiles (4 x ``taps``) x 64 bytes."""
     cfg = np.zeros(64, np.uint8)
     cfg[0] = 1
     for t in range(8):
-        tile_rows_, colsb = (rows, 64) if t in C_TILES else (rows, 16) if t in A_TILES else (4, 64)
-        cfg[16 + 2 * t], cfg[48 + t] = colsb, tile_rows_
+        if t in C_TILES:
+            shape = (rows, 64)
+        elif t in A_TILES:
+            shape = (rows, layout.BLOCK * taps)
+        else:
+            shape = (GROUP * taps, 64)
+        cfg[48 + t], cfg[16 + 2 * t] = shape
     return cfg.view(np.int64)
 
 
@@ -134,11 +143,12 @@ def _intrin(name: str, *args):
     return T.evaluate(T.call_llvm_intrin("void", name, *args))
 
 
-def _functions(rows: int, stride: int, tiles_x: int):
+def _functions(rows: int, stride: int, taps: int, tiles_x: int):
     """(zero, update, store) tensor intrinsics for tiles of ``rows`` rows, an input read
-    every ``stride`` pixels, ``tiles_x`` runs of pixels per register block."""
-    span = (rows - 1) * stride + 1
-    config = [int(v) for v in tile_config(rows)]
+    every ``stride`` pixels, ``taps`` taps of a kernel row per A row, ``tiles_x`` runs of
+    pixels per register block."""
+    span = (rows - 1) * stride + taps
+    config = [int(v) for v in tile_config(rows, taps)]
 
     @T.prim_func(s_tir=True)
     def zero_desc(c: T.handle) -> None:
@@ -174,36 +184,62 @@ def _functions(rows: int, stride: int, tiles_x: int):
     def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
                            strides=[T.int32(), 1])
-        B = T.match_buffer(b, (GROUP, LANES, GROUP), "int8", offset_factor=1,
-                           strides=[T.int32(), T.int32(), 1])
+        B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
         with T.sblock("root"):
-            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK], B[0:GROUP, 0:LANES, 0:GROUP])
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK],
+                    B[0:taps, 0:GROUP, 0:LANES, 0:GROUP])
+            T.writes(C[0:rows, 0:LANES])
+            for x, o, t, g, j in T.grid(rows, LANES, taps, GROUP, GROUP):
+                with T.sblock("update"):
+                    vx, vo, vt, vg, vj = T.axis.remap("SSRRR", [x, o, t, g, j])
+                    C[vx, vo] = C[vx, vo] \
+                        + T.cast(A[vx * stride + vt, vg * GROUP + vj], "int32") \
+                        * T.cast(B[vt, vg, vo, vj], "int32")
+
+    # a 1-wide window: the block has no loop over taps
+    @T.prim_func(s_tir=True)
+    def update_desc_one_tap(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
+                           strides=[T.int32(), 1])
+        B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), T.int32(), 1])
+        C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK],
+                    B[0:taps, 0:GROUP, 0:LANES, 0:GROUP])
             T.writes(C[0:rows, 0:LANES])
             for x, o, g, j in T.grid(rows, LANES, GROUP, GROUP):
                 with T.sblock("update"):
                     vx, vo, vg, vj = T.axis.remap("SSRR", [x, o, g, j])
                     C[vx, vo] = C[vx, vo] + T.cast(A[vx * stride, vg * GROUP + vj], "int32") \
-                        * T.cast(B[vg, vo, vj], "int32")
+                        * T.cast(B[0, vg, vo, vj], "int32")
+
+    if taps == 1:
+        update_desc = update_desc_one_tap
 
     @T.prim_func(s_tir=True)
     def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
                            strides=[T.int32(), 1])
-        B = T.match_buffer(b, (GROUP, LANES, GROUP), "int8", offset_factor=1,
-                           strides=[T.int32(), T.int32(), 1])
+        B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
         with T.sblock("root"):
-            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK], B[0:GROUP, 0:LANES, 0:GROUP])
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK],
+                    B[0:taps, 0:GROUP, 0:LANES, 0:GROUP])
             T.writes(C[0:rows, 0:LANES])
             # each A tile is loaded at the first output block, each B tile at the first run
-            # of pixels: the block's loop over tiles runs output blocks outside pixel runs
+            # of pixels: the block's loop over tiles runs output blocks outside pixel runs.
+            # An A row is ``taps`` neighbouring pixels' 16 channels, contiguous in the blocked
+            # layout (a pixel is 16 bytes); a B tile's rows are 64 bytes apart
             if _out_block(C, rows, tiles_x) == 0:
                 _intrin("llvm.x86.tileloadd64", _a_tile(C, rows, tiles_x), A.access_ptr("r"),
                         T.Cast("int64", A.strides[0] * stride))
             if _x_run(C, rows, tiles_x) == 0:
                 _intrin("llvm.x86.tileloadd64", _b_tile(C, rows, tiles_x), B.access_ptr("r"),
-                        T.Cast("int64", B.strides[0]))
+                        T.Cast("int64", B.strides[1]))
             _intrin("llvm.x86.tdpbusd", T.Cast("uint8", _tile_of(C, rows)),
                     _a_tile(C, rows, tiles_x), _b_tile(C, rows, tiles_x))
 
@@ -232,11 +268,11 @@ def _functions(rows: int, stride: int, tiles_x: int):
     return (zero_desc, zero_impl), (update_desc, update_impl), (store_desc, store_impl)
 
 
-def _intrinsics(rows: int, stride: int, tiles_x: int):
-    names = [f"tvm_quant_ext.amx_{part}_r{rows}_s{stride}_t{tiles_x}"
+def _intrinsics(rows: int, stride: int, taps: int, tiles_x: int):
+    names = [f"tvm_quant_ext.amx_{part}_r{rows}_s{stride}_k{taps}_t{tiles_x}"
              for part in ("zero", "update", "store")]
     for k, name in enumerate(names):
-        ensure_registered(name, lambda k=k: _functions(rows, stride, tiles_x)[k])
+        ensure_registered(name, lambda k=k: _functions(rows, stride, taps, tiles_x)[k])
     return names
 
 
@@ -258,7 +294,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     border = tuple(input_border or padding)
     offset_y, offset_x = layout.read_offset(border, padding)
     data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
-    weight = te.placeholder((ob, kh, kw, blocks * GROUP, LANES, GROUP), "int8", "weight_packed")
+    weight = te.placeholder((ob, kh, blocks, kw, layout.BLOCK // GROUP, LANES, GROUP), "int8",
+                            "weight_packed")
     correction = te.placeholder((o,), "int32", "correction")
     extra, sides = epilogue.placeholders()
 
@@ -272,7 +309,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         lambda i, bo, y, x, lo: te.sum(
             data[i, rb, y * sh + ry + offset_y, x * sw + rx + offset_x,
                  rg * GROUP + rj].astype("int32")
-            * weight[bo, ry, rx, rb * GROUP + rg, lo, rj].astype("int32"),
+            * weight[bo, ry, rb, rx, rg, lo, rj].astype("int32"),
             axis=[rb, ry, rx, rg, rj]),
         name="acc")
 
@@ -289,7 +326,10 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
-    func = _schedule(func, ow, ob, sw, bordered)
+    if kw > MAX_ROW_TAPS:
+        raise ValueError(f"a {kh}x{kw} window: the AMX kernel takes rows of at most "
+                         f"{MAX_ROW_TAPS} taps (amx.takes)")
+    func = _schedule(func, ow, ob, sw, kw, bordered)
     return _with_permission(func).without_attr("global_symbol").with_attr(
         "tirx.is_scheduled", True)
 
@@ -304,17 +344,20 @@ def _with_permission(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return func.with_body(tvm.tirx.SeqStmt([ask, func.body]))
 
 
-def _schedule(func, out_width: int, out_blocks: int, stride: int,
+def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
               bordered: bool) -> tvm.tirx.PrimFunc:
     rows = tile_rows(out_width)
     tiles_x = 2 if (out_width // rows) % 2 == 0 else 1
-    zero, update, store = _intrinsics(rows, stride, tiles_x)
+    zero, update, store = _intrinsics(rows, stride, taps, tiles_x)
     sch = Schedule(func)
     acc = sch.get_sblock("acc")
     i, bo, y, x, lo, rb, ry, rx, rg, rj = sch.get_loops(acc)
     x_outer, x_mid, x_tile = sch.split(x, [None, tiles_x, rows])
     bo_outer, bo_inner = sch.split(bo, [None, 2 if out_blocks % 2 == 0 else 1])
-    sch.reorder(i, bo_outer, y, x_outer, rb, ry, rx, bo_inner, x_mid, x_tile, lo, rg, rj)
+    if taps == 1:  # (a unit loop inside the tensorized region would not match its description)
+        sch.reorder(i, bo_outer, y, x_outer, rb, ry, rx, bo_inner, x_mid, x_tile, lo, rg, rj)
+    else:
+        sch.reorder(i, bo_outer, y, x_outer, rb, ry, bo_inner, x_mid, x_tile, lo, rx, rg, rj)
     # the tiles' register block: its accumulators lie tile after tile (_tile_of)
     write_back = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(write_back, x_outer)

@@ -156,7 +156,7 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     data_shape = [int(s) for s in call.args[0].ty.shape]
     out_shape = tuple(int(s) for s in call.ty.shape)
     if on_vnni_conv(call, options) and options.amx and options.input_packed and amx.takes(
-            a.dilation):
+            weight.shape[2:], a.dilation):
         func = amx.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                  epilogue=epilogue, input_border=options.input_border,
                                  output_packed=options.output_packed,
