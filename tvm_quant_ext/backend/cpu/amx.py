@@ -17,8 +17,8 @@ the blocked layout (or NCHW).
 
 The tile registers are named by immediates: each tensorized step finds its C tile from where
 its accumulator lies in the register block's buffer (``_tile_of``), a constant once the
-schedule's loops over tiles are unrolled. The kernel loads its tile configuration at every
-register block (``ldtilecfg`` is one instruction, beside the block's dozens of ``tdpbusd``).
+schedule's loops over tiles are unrolled. Each register block reads the thread's tile
+configuration back (``sttilecfg``) and loads its own only where it differs.
 Linux hands a process AMX state only after it asks (``arch_prctl(ARCH_REQ_XCOMP_PERM)``);
 each kernel asks at every call (``_with_permission``), so exported libraries need nothing
 of this package; ``request_permission`` asks from Python.
@@ -148,7 +148,8 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int):
     every ``stride`` pixels, ``taps`` taps of a kernel row per A row, ``tiles_x`` runs of
     pixels per register block."""
     span = (rows - 1) * stride + taps
-    config = [int(v) for v in tile_config(rows, taps)]
+    config = [int(v) for v in tile_config(rows, taps).view(np.int32)]  # the words that vary:
+    assert not any(config[k] for k in (1, 2, 3, 8, 9, 10, 11, 14, 15))  # 0, 4-7, 12, 13
 
     @T.prim_func(s_tir=True)
     def zero_desc(c: T.handle) -> None:
@@ -169,15 +170,26 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int):
             T.writes(C[0:rows, 0:LANES])
             # (the tile's number is written out where used: a name assigned in TVMScript is a
             # variable in memory, which no later pass folds to the immediate)
-            if _tile_of(C, rows) == 0:  # the block's first tile: (re)load the configuration
-                cfg = T.decl_buffer((8,), "int64", scope="local")
-                for k in T.unroll(8):
-                    cfg[k] = T.int64(0)
-                cfg[0] = T.int64(config[0])
-                cfg[2] = T.int64(config[2])
-                cfg[3] = T.int64(config[3])
-                cfg[6] = T.int64(config[6])
-                _intrin("llvm.x86.ldtilecfg", cfg.access_ptr("r"))
+            if _tile_of(C, rows) == 0:  # the block's first tile: the configuration in place?
+                # ldtilecfg takes ~60 ns (a dozen tdpbusd), reading it back ~5: load it only
+                # when this thread's differs (its first block, or another kernel's shapes)
+                # (int32 words: the normalizer of a tensor intrinsic's indices takes int64
+                # constants for int32 ones)
+                cfg = T.decl_buffer((16,), "int32", scope="local")
+                _intrin("llvm.x86.sttilecfg", cfg.access_ptr("w"))
+                if (cfg[0] != config[0] or cfg[4] != config[4] or cfg[5] != config[5]
+                        or cfg[6] != config[6] or cfg[7] != config[7] or cfg[12] != config[12]
+                        or cfg[13] != config[13]):
+                    for k in T.unroll(16):
+                        cfg[k] = 0
+                    cfg[0] = config[0]
+                    cfg[4] = config[4]
+                    cfg[5] = config[5]
+                    cfg[6] = config[6]
+                    cfg[7] = config[7]
+                    cfg[12] = config[12]
+                    cfg[13] = config[13]
+                    _intrin("llvm.x86.ldtilecfg", cfg.access_ptr("r"))
             _intrin("llvm.x86.tilezero", T.Cast("uint8", _tile_of(C, rows)))
 
     @T.prim_func(s_tir=True)
