@@ -346,6 +346,10 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         "tirx.is_scheduled", True)
 
 
+def _extent(sch: Schedule, block, axis: int) -> int:
+    return int(sch.get(block).iter_vars[axis].dom.extent)
+
+
 def _with_permission(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     # every call first asks Linux for the tile state (a no-op once granted, well under a
     # microsecond): a library exported with these kernels then runs in any process, not
@@ -376,7 +380,16 @@ def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
     sch.parallel(sch.fuse(i, bo_outer, y))
     epilogue = sch.get_sblock("inner" if bordered else "out")
     sch.reverse_compute_at(epilogue, x_outer)
-    sch.vectorize(sch.get_loops(epilogue)[-1])
+    loops = sch.get_loops(epilogue)
+    if len(sch.get(epilogue).iter_vars) == 4 and out_blocks * LANES == _extent(sch, epilogue, 1):
+        # NCHW out: vectorized over 16 channels, whose accumulators and constants are
+        # contiguous (over a row, each lane would read its accumulator 64 bytes from its
+        # neighbour's); only the stores are strided
+        block_loop, lane = sch.split(loops[-2], [None, LANES])
+        sch.reorder(block_loop, loops[-1], lane)
+        sch.vectorize(lane)
+    else:
+        sch.vectorize(loops[-1])
     if bordered:
         layout.schedule_blocked_copy(sch, sch.get_sblock("out"))
     init = sch.decompose_reduction(acc, rb)

@@ -92,17 +92,24 @@ def _with_border(shape: Sequence[int], dtype: str, padding: Sequence[int], value
     lane)`` (row and column clamped into the NCHW plane) and the shifted zero elsewhere: on
     the border and, with ``padding_channels``, on the channels past the last."""
     n, c, h, w = (int(v) for v in shape)
-    top, left = int(padding[0]), int(padding[1])
+    top, left, bottom, right = (int(v) for v in padding)
     shift = _stored_shift(dtype)
 
     def element(i, b, y, x, lane):
         row, col = y - top, x - left
-        inside = [row >= 0, row < h, col >= 0, col < w]
-        if padding_channels:
+        # only the tests that can fail: a condition the kernel's loops make always true still
+        # costs its compare and select in every vector of the epilogue
+        inside = [test for test, needed in ((row >= 0, top), (row < h, bottom), (col >= 0, left),
+                                            (col < w, right)) if needed]
+        if padding_channels and c % BLOCK:
             inside.insert(0, b * BLOCK + lane < c)
-        clamped_row, clamped_col = te.min(te.max(row, 0), h - 1), te.min(te.max(col, 0), w - 1)
-        return tvm.tirx.if_then_else(tvm.tirx.all(*inside),
-                                     value(i, b, clamped_row, clamped_col, lane),
+        if top or bottom:
+            row = te.min(te.max(row, 0), h - 1)
+        if left or right:
+            col = te.min(te.max(col, 0), w - 1)
+        if not inside:
+            return value(i, b, row, col, lane)
+        return tvm.tirx.if_then_else(tvm.tirx.all(*inside), value(i, b, row, col, lane),
                                      tvm.tirx.const(shift, stored_dtype(dtype)))
 
     return te.compute(packed_shape(shape, padding), element, name=name)
@@ -118,7 +125,10 @@ def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],
     store, shift = stored_dtype(dtype), _stored_shift(dtype)
 
     def stored(i, b, row, col, lane):
-        value = result(i, te.min(b * BLOCK + lane, channels - 1), row, col)
+        channel = b * BLOCK + lane
+        if channels % BLOCK:  # the padding channels read the last one's value (then discarded)
+            channel = te.min(channel, channels - 1)
+        value = result(i, channel, row, col)
         if shift:
             value = value.astype("int32") + shift
         return value.astype(store)
