@@ -51,7 +51,8 @@ def main(argv=None):
     ap.add_argument("--target", required=True, choices=("llvm", "cuda"))
     ap.add_argument("--arch", default="sm_80", help="CUDA arch (cuda target), e.g. sm_80, sm_90")
     ap.add_argument("--mcpu", default=None, help="LLVM CPU (llvm target), e.g. znver4, cascadelake; "
-                    "a CPU with avx512vnni gets the VNNI int8 kernel")
+                    "a CPU with avx512vnni gets the VNNI int8 kernel, one with AMX (sapphirerapids) "
+                    "the AMX one; host: this machine's, AMX included")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--calib", help="calibration arrays (.npy/.npz, preprocessed) instead of the "
                     "zoo model's own images")

@@ -129,3 +129,47 @@ def test_model_convs_after_the_first_run_on_it():
 def test_model_on_it_is_bit_identical_to_unfused(symmetric):
     qmod = integer_quantized(residual_stack(), (1, 3, 12, 12), symmetric)
     assert_same_as_unfused(qmod, [tvm_quant_ext.build(qmod, AMX_TARGET)], (1, 3, 12, 12))
+
+
+def test_host_target_adds_amx_where_the_machine_runs_it():
+    from argparse import Namespace
+
+    from tvm_quant_ext.backend.target import host_target
+    from tvm_quant_ext.cli.model_commands import target_of
+
+    target = host_target()
+    plain = tvm.target.Target({"kind": "llvm", "mcpu": target["mcpu"]})
+    assert ("mattr" in target) == (amx.host_has_amx() and not amx.target_has_amx(plain))
+    if amx.host_has_amx():
+        assert amx.target_has_amx(tvm.target.Target(target))
+    assert target_of(Namespace(target="llvm", mcpu="host", arch=None)) == target
+
+
+@needs_amx
+def test_exported_kernel_asks_for_the_tile_state_itself(tmp_path):
+    # a fresh process that never called request_permission: the kernel asks Linux itself
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(3)
+    blocked = rng.integers(0, 256, packed.packed_shape((1, 32, 8, 8))).astype("uint8")
+    weight = rng.integers(-128, 128, (16, 32, 1, 1)).astype("int8")
+    func = amx.conv2d_kernel((1, 32, 8, 8), weight.shape, "uint8")
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      tvm.target.Target(AMX_TARGET))
+    lib.export_library(str(tmp_path / "kernel.so"))
+    np.save(tmp_path / "data.npy", blocked)
+    np.save(tmp_path / "weight.npy", amx.pack_weight(weight))
+    script = f"""
+import numpy as np, tvm
+lib = tvm.runtime.load_module({str(tmp_path / "kernel.so")!r})
+args = [tvm.runtime.tensor(np.load({str(tmp_path / "data.npy")!r})),
+        tvm.runtime.tensor(np.load({str(tmp_path / "weight.npy")!r})),
+        tvm.runtime.tensor(np.zeros(16, "int32")), tvm.runtime.tensor(np.zeros((1, 16, 8, 8), "int32"))]
+lib["main"](*args)
+np.save({str(tmp_path / "out.npy")!r}, args[-1].numpy())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = _reference(blocked, weight, 32, 1, (8, 8))
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)

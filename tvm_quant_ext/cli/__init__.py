@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="output stem: writes OUT.so, OUT.json and OUT.relax.json")
     qz.add_argument("--target", default="llvm", choices=("llvm", "cuda"))
-    qz.add_argument("--mcpu", help="LLVM CPU, e.g. znver4, cascadelake (avx512vnni: VNNI kernels)")
+    qz.add_argument("--mcpu", help="LLVM CPU, e.g. znver4, cascadelake (avx512vnni: VNNI kernels), "
+                    "sapphirerapids (AMX kernels), or host: this machine's, AMX included")
     qz.add_argument("--arch", default="sm_80", help="CUDA arch for --target cuda (default %(default)s)")
     qz.add_argument("--tuning-db", help="a MetaSchedule database directory to build from (CPU)")
     qz.set_defaults(func=cmd_quantize)

@@ -121,9 +121,15 @@ def _runner(args, mod, params, shape, log):
 
 
 def target_of(args) -> dict:
+    """The target the command line names; ``--mcpu host``: this machine's CPU, with AMX's
+    features where it runs AMX (``backend.target.host_target``)."""
     target = {"kind": args.target}
     if args.target == "cuda":
         target["arch"] = args.arch
+    elif args.mcpu == "host":
+        from ..backend.target import host_target
+
+        target = host_target()
     elif args.mcpu:
         target["mcpu"] = args.mcpu
     return target
