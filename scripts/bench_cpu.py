@@ -276,8 +276,8 @@ def write(args, cases, command, peak, peak_how, load, versions, start) -> str:
         "threads per runtime": args.threads,
         "timing": f"{args.rounds} rounds x up to {args.runs} runs per row, one worker process "
                   f"per row, one computing at a time, blocks capped at {args.max_block_s:.0f} s",
-        "TVM target": f"llvm -mcpu={args.mcpu}" + "".join(
-            f" -mattr={a}" for a in args.target.get("mattr", [])),
+        "TVM target": f"llvm -mcpu={args.mcpu}" + (
+            f" -mattr={','.join(args.target['mattr'])}" if args.target.get("mattr") else ""),
         "calibration images (every quantizer)": args.calib_images,
         "VNNI peak": f"{peak:.0f} G int8 MAC/s ({peak_how})" if peak else f"n/a ({peak_how})",
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "n/a",
