@@ -56,9 +56,10 @@ def shift_requantize(bias):
                      Step("relax.astype", (), "int8")])
 
 
-def run_kernel(func, *arrays):
+def run_kernel(func, *arrays, target=None):
+    """``func`` compiled alone (for ``target``, default the VNNI one) and run on ``arrays``."""
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                      tvm.target.Target(VNNI_TARGET))
+                      tvm.target.Target(target or VNNI_TARGET))
     out = func.params[-1]
     result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
     lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)

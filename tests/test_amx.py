@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import tvm_quant_ext
 from graphs import residual_stack
 from kernel_checks import (VNNI_TARGET, assert_same_as_unfused, call_tir_names,
-                           integer_quantized, shift_requantize, to_blocked)
+                           integer_quantized, run_kernel, shift_requantize, to_blocked)
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu import amx, packed
 
@@ -81,15 +81,6 @@ def _reference(blocked, weight, channels, stride, out_hw):
     return out
 
 
-def _run(func, *arrays):
-    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                      tvm.target.Target(AMX_TARGET))
-    out = func.params[-1]
-    result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
-    lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
-    return result.numpy()
-
-
 @needs_amx
 @pytest.mark.parametrize("n,c,size,o,k,stride,pad,border,out_packed", [
     (1, 32, 14, 32, 1, 1, 0, (0, 0, 0, 0), True),     # 14 rows a tile, two runs of pixels
@@ -110,7 +101,8 @@ def test_kernel_matches_numpy(n, c, size, o, k, stride, pad, border, out_packed)
     func = amx.conv2d_kernel((n, c, size, size), weight.shape, "uint8", (stride, stride),
                              padding, epilogue=shift_requantize(bias[None, :, None, None]),
                              output_packed=out_packed, output_padding=border)
-    got = _run(func, blocked, amx.pack_weight(weight), correction, bias[None, :, None, None])
+    got = run_kernel(func, blocked, amx.pack_weight(weight), correction,
+                     bias[None, :, None, None], target=AMX_TARGET)
     acc = _reference(blocked, weight, c, stride, out_hw) - correction[None, :, None, None]
     ref = np.clip((acc + bias[None, :, None, None]) >> 7, -128, 127).astype("int8")
     np.testing.assert_array_equal(got, to_blocked(ref, border) if out_packed else ref)
