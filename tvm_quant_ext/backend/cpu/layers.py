@@ -155,26 +155,24 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     a = call.attrs
     data_shape = [int(s) for s in call.args[0].ty.shape]
     out_shape = tuple(int(s) for s in call.ty.shape)
-    if on_vnni_conv(call, options) and options.amx and options.input_packed and amx.takes(
-            weight.shape[2:], a.dilation):
-        func = amx.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
-                                 epilogue=epilogue, input_border=options.input_border,
-                                 output_packed=options.output_packed,
-                                 output_padding=options.output_padding)
-        consts = [amx.pack_weight(weight), packed.shift_correction(weight, data_dtype)]
-        kernel = LayerKernel(func, "conv2d_int8_amx", consts, out_shape)
-        return _maybe_packed(kernel, options, epilogue.dtype)
     if on_vnni_conv(call, options):
-        func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
-                                  a.dilation, epilogue=epilogue,
-                                  input_packed=options.input_packed,
-                                  input_border=options.input_border,
-                                  output_packed=options.output_packed,
-                                  output_padding=options.output_padding)
-        consts = [vnni.pack_weight(weight, options.input_packed),
-                  packed.shift_correction(weight, data_dtype)]
-        kernel = LayerKernel(func, "conv2d_int8_vnni", consts, out_shape)
-        return _maybe_packed(kernel, options, epilogue.dtype)
+        if options.amx and options.input_packed and amx.takes(weight.shape[2:], a.dilation):
+            func = amx.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
+                                     epilogue=epilogue, input_border=options.input_border,
+                                     output_packed=options.output_packed,
+                                     output_padding=options.output_padding)
+            name, packed_weight = "conv2d_int8_amx", amx.pack_weight(weight)
+        else:
+            func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides,
+                                      a.padding, a.dilation, epilogue=epilogue,
+                                      input_packed=options.input_packed,
+                                      input_border=options.input_border,
+                                      output_packed=options.output_packed,
+                                      output_padding=options.output_padding)
+            name = "conv2d_int8_vnni"
+            packed_weight = vnni.pack_weight(weight, options.input_packed)
+        consts = [packed_weight, packed.shift_correction(weight, data_dtype)]
+        return _maybe_packed(LayerKernel(func, name, consts, out_shape), options, epilogue.dtype)
     if on_depthwise(call, options):
         if not (options.input_packed or options.output_packed):
             func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
