@@ -54,6 +54,26 @@ def test_kernel_compiles_to_tile_instructions_on_any_machine():
         assert instruction in asm, instruction
 
 
+def test_per_channel_q31_multiply_is_llvm_s_multiply_high():
+    # the register block's epilogue unrolled (schedule.unroll_register_block) keeps each
+    # per-channel multiplier's sign extension beside its Q31 multiply: LLVM's multiply-high,
+    # two vpmuldq and a vpermt2d a vector, not two 8-lane int64 halves narrowed by vpmovqd
+    # (a 56-wide row: register blocks of 2 x 28 pixels, a loop LLVM does not unroll itself)
+    from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
+    from tvm_quant_ext.backend.cpu.int32_steps import Q31_HIGH
+
+    m0 = np.random.default_rng(0).integers(2 ** 30, 2 ** 31 - 1, (1, 32, 1, 1)).astype("int32")
+    epilogue = Epilogue([Step(Q31_HIGH, (m0, np.array(8, "int32"), np.array(4, "int32")), "int32"),
+                         Step("relax.clip", (), "int32", (-128, 127)),
+                         Step("relax.astype", (), "int8")])
+    func = amx.conv2d_kernel((1, 64, 56, 56), (32, 64, 1, 1), "uint8", epilogue=epilogue,
+                             output_packed=True)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      tvm.target.Target(AMX_TARGET))
+    asm = lib.mod.inspect_source("asm")
+    assert "vpermt2d" in asm and "vpmovqd" not in asm
+
+
 def test_wider_rows_are_refused():
     assert not amx.takes((5, 5), (1, 1)) and not amx.takes((3, 3), (2, 2))
     with pytest.raises(ValueError, match="at most 4 taps"):

@@ -39,6 +39,7 @@ from tvm.s_tir import Schedule
 from . import packed as layout
 from .amx_tiles import GROUP, LANES, intrinsics, tile_config  # noqa: F401 (tile_config: API)
 from .epilogue import Epilogue
+from .schedule import unroll_register_block
 
 MAX_ROWS = 16                  # rows of a tile
 MAX_ROW_TAPS = 4               # a kernel row's taps x 16 channels fill an A row of <= 64 bytes
@@ -208,6 +209,7 @@ def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
         sch.vectorize(lane)
     else:
         sch.vectorize(loops[-1])
+    unroll_register_block(sch, epilogue, outer=2)  # the parallel loop and x_outer
     if bordered:
         layout.schedule_blocked_copy(sch, sch.get_sblock("out"))
     init = sch.decompose_reduction(acc, rb)

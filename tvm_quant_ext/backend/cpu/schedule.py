@@ -7,6 +7,8 @@ writing a full intermediate buffer), the outer spatial loops of every remaining 
 parallel, and the innermost loop of a block without reduction is vectorized. It is applied
 to every unscheduled kernel of fp32 and int8 builds alike, after any tuning database, so
 the fp32 / int8 comparison stays one of equal effort.
+
+``unroll_register_block`` is the one step the hand kernels (``vnni.py``, ``amx.py``) share.
 """
 from __future__ import annotations
 
@@ -18,10 +20,33 @@ VECTOR_LANES = 16     # inner split when the innermost spatial loop is long
 MAX_VECTOR = 64       # innermost loops up to this extent are vectorized whole
 MIN_PARALLEL = 4      # parallelize only when there are at least this many outer iterations
 DATA_PAR = 0          # tirx.IterVar.DataPar
+MAX_UNROLLED_VECTORS = 64  # a register block's epilogue up to this many vectors runs unrolled
 
 
 def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
     return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
+
+
+def unroll_register_block(sch: Schedule, block, outer: int) -> bool:
+    """Unroll the loops of ``block`` (a register block's vectorized epilogue) between its
+    ``outer`` enclosing loops and its vectorized innermost one, when they run at most
+    ``MAX_UNROLLED_VECTORS`` vectors. True when unrolled.
+
+    Inside a loop over pixels, LLVM hoists each per-channel constant's sign extension out of
+    the loop, and a Q31 multiply by it is then no longer the multiply-high it recognizes: it
+    widens the 16 lanes to two 8-lane int64 halves and narrows them back (12 micro-ops a
+    vector instead of 5 for the even/odd ``vpmuldq`` form). Unrolled, the extension stays in
+    the multiply's basic block. Measured on ResNet-50's 56x56 block-end 1x1 conv: 0.19
+    against 0.23 ms."""
+    loops = sch.get_loops(block)[outer:-1]
+    vectors = 1
+    for loop in loops:
+        vectors *= int(sch.get(loop).extent)
+    if not loops or vectors > MAX_UNROLLED_VECTORS:
+        return False
+    for loop in loops:
+        sch.unroll(loop)
+    return True
 
 
 def default_cpu_schedule(mod: tvm.IRModule) -> tvm.IRModule:

@@ -34,6 +34,7 @@ from tvm.script import tirx as T
 from . import packed as layout
 from .epilogue import Epilogue
 from .intrinsics import ensure_registered
+from .schedule import unroll_register_block
 
 
 LANES, GROUP = 16, 4  # int32 lanes per vpdpbusd, bytes reduced per lane
@@ -227,6 +228,7 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
     if bordered:
         sch.reverse_compute_at(sch.get_sblock("inner"), x_outer)
         sch.vectorize(sch.get_loops(sch.get_sblock("inner"))[-1])
+        unroll_register_block(sch, sch.get_sblock("inner"), outer=2)
         layout.schedule_blocked_copy(sch, out)
     elif output_packed or out_blocks * LANES == _out_channels(sch, out):
         # the epilogue of each register block right after its accumulation: the int32
@@ -235,6 +237,7 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
         # (for a 1x1 conv over few channels that round trip took longer than the products)
         sch.reverse_compute_at(out, x_outer)
         sch.vectorize(sch.get_loops(out)[-1])
+        unroll_register_block(sch, out, outer=2)  # the parallel loop and x_outer
     else:
         _schedule_unpack(sch, out)
     return sch.mod["main"]
