@@ -23,6 +23,14 @@ needs_amx = pytest.mark.skipif(not amx.host_has_amx(), reason="this machine does
 def test_packed_weight_is_each_kernel_row_s_b_tile(o, c, kh, kw, seed):
     weight = np.random.default_rng(seed).integers(-128, 128, (o, c, kh, kw)).astype("int8")
     got = amx.pack_weight(weight)  # (O/16, KH, C/16, KW, 4, 16, 4)
+    deep = amx.deep_blocks(weight.shape)
+    if deep:  # a 1x1 conv over several blocks: a 1 x deep window, tap t of virtual block q
+        # holding input block q * deep + t
+        virtual = np.zeros((o, -(-c // (16 * deep)) * 16, 1, deep), "int8")
+        for ch in range(c):
+            block, lane = divmod(ch, 16)
+            virtual[:, block // deep * 16 + lane, 0, block % deep] = weight[:, ch, 0, 0]
+        weight, c, kw = virtual, virtual.shape[1], deep
     # the B tile of (output block, kernel row, input block): tap-major rows of 16 x 4 bytes,
     # as an A row holds the row's taps (tap after tap, 16 channels each)
     tile = got[0, kh - 1, 0].reshape(kw * 4, 16, 4)
@@ -109,6 +117,9 @@ def _reference(blocked, weight, channels, stride, out_hw):
     (1, 64, 16, 48, 1, 1, 0, (0, 0, 0, 0), False),    # NCHW out, three output blocks
     (1, 16, 7, 16, 3, 1, 1, (0, 0, 0, 0), False),     # one output block, one run of pixels
     (1, 32, 10, 16, 4, 1, 2, (0, 0, 0, 0), True),     # a 4x4 window: 64-byte A rows
+    (1, 80, 14, 32, 1, 1, 0, (1, 1, 1, 1), True),     # 1x1 deep rows, a partial deep block
+    (2, 64, 14, 48, 1, 2, 0, (0, 0, 0, 0), True),     # 1x1 stride 2 deep, batch 2
+    (1, 128, 7, 256, 1, 1, 0, (0, 0, 0, 0), False),   # 1x1 at 7x7: output blocks split
 ])
 def test_kernel_matches_numpy(n, c, size, o, k, stride, pad, border, out_packed):
     rng = np.random.default_rng(c * size + o)

@@ -43,6 +43,7 @@ from .schedule import unroll_register_block
 
 MAX_ROWS = 16                  # rows of a tile
 MAX_ROW_TAPS = 4               # a kernel row's taps x 16 channels fill an A row of <= 64 bytes
+MIN_PARALLEL_ROWS = 16         # a deep 1x1 conv splits its output blocks until this many tasks
 FEATURES = ("amx-tile", "amx-int8")
 _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
 
@@ -82,10 +83,38 @@ def takes(window, dilation) -> bool:
     return all(int(d) == 1 for d in dilation) and int(window[1]) <= MAX_ROW_TAPS
 
 
+def deep_blocks(weight_shape: Sequence[int]) -> int:
+    """Input blocks one A row of a 1x1 conv holds (0: not a 1x1 conv over several blocks).
+
+    A 1x1 conv's A row in the blocked layout is one pixel's 16 channels (K = 16), and a
+    ``tdpbusd`` costs the same whatever its K: such a conv gets a third of a 3x3 conv's rate.
+    The kernel copies each input row into a deep layout first, up to four blocks of a pixel in
+    one 64-byte row, and runs the conv as a 1 x ``deep_blocks`` window of stride
+    ``deep_blocks`` over it (the A row of those taps is the pixel's 64 channels)."""
+    o, c, kh, kw = (int(v) for v in weight_shape)
+    blocks = -(-c // layout.BLOCK)
+    return min(MAX_ROW_TAPS, blocks) if kh == kw == 1 and blocks > 1 else 0
+
+
+def _deep_weight(weight: np.ndarray, taps: int) -> np.ndarray:
+    # OI11 -> the 1 x taps window over the deep row: tap t of virtual block q holds the
+    # channels of block q * taps + t (zero past the last)
+    o, c = weight.shape[:2]
+    virtual = -(-c // (layout.BLOCK * taps))
+    padded = np.zeros((o, virtual * taps * layout.BLOCK), "int8")
+    padded[:, :c] = weight[:, :, 0, 0]
+    return np.ascontiguousarray(padded.reshape(o, virtual, taps, layout.BLOCK)
+                                .transpose(0, 1, 3, 2).reshape(o, virtual * layout.BLOCK, 1, taps))
+
+
 def pack_weight(weight: np.ndarray) -> np.ndarray:
     """OIHW int8 -> O/16 x KH x C/16 x KW x 4 x 16 x 4: for each kernel row and input block,
     the row's taps' four groups are one B tile (KW * 256 contiguous bytes), in the order an A
-    row holds them (tap after tap, 16 channels each); channels zero padded to whole blocks."""
+    row holds them (tap after tap, 16 channels each); channels zero padded to whole blocks.
+    A 1x1 conv over several blocks: the weight of its deep form (``deep_blocks``)."""
+    taps = deep_blocks(weight.shape)
+    if taps:
+        weight = _deep_weight(weight, taps)
     o, c, kh, kw = weight.shape
     ob, blocks = -(-o // LANES), -(-c // layout.BLOCK)
     padded = np.zeros((ob * LANES, blocks * layout.BLOCK, kh, kw), "int8")
@@ -121,6 +150,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     border = tuple(input_border or padding)
     offset_y, offset_x = layout.read_offset(border, padding)
     data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
+    source = data
+    deep = deep_blocks(weight_shape)
+    if deep:  # the conv as a 1 x deep window of stride deep over the rows' deep copy
+        source = _deep_rows(data, blocks, deep, (oh, ow), (sh, sw), (offset_y, offset_x))
+        blocks, kw, sh, sw, offset_y, offset_x = -(-blocks // deep), deep, 1, deep, 0, 0
     weight = te.placeholder((ob, kh, blocks, kw, layout.BLOCK // GROUP, LANES, GROUP), "int8",
                             "weight_packed")
     correction = te.placeholder((o,), "int32", "correction")
@@ -134,8 +168,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     acc = te.compute(
         (n, ob, oh, ow, LANES),
         lambda i, bo, y, x, lo: te.sum(
-            data[i, rb, y * sh + ry + offset_y, x * sw + rx + offset_x,
-                 rg * GROUP + rj].astype("int32")
+            source[i, rb, y * sh + ry + offset_y, x * sw + rx + offset_x,
+                   rg * GROUP + rj].astype("int32")
             * weight[bo, ry, rb, rx, rg, lo, rj].astype("int32"),
             axis=[rb, ry, rx, rg, rj]),
         name="acc")
@@ -153,9 +187,23 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
-    func = _schedule(func, ow, ob, sw, kw, bordered)
+    func = _schedule(func, ow, ob, sw, kw, bordered, deep=bool(deep))
     return _with_permission(func).without_attr("global_symbol").with_attr(
         "tirx.is_scheduled", True)
+
+
+def _deep_rows(data: te.Tensor, blocks: int, deep: int, out_hw, strides, offset) -> te.Tensor:
+    """(n, blocks / deep, oh, ow * deep, 16): pixel ``x * deep + t`` of a row holds block
+    ``q * deep + t`` of output pixel x's input pixel, so the deep blocks of a pixel are one
+    contiguous 64-byte A row. Past the last block it repeats the last: the weight is zero
+    there (``pack_weight``), so what those bytes hold adds nothing."""
+    n = int(data.shape[0])
+    (oh, ow), (sh, sw), (oy, ox) = out_hw, strides, offset
+
+    def read(i, q, y, xt, j):
+        block = tvm.tirx.min(q * deep + xt % deep, blocks - 1)
+        return data[i, block, y * sh + oy, xt // deep * sw + ox, j]
+    return te.compute((n, -(-blocks // deep), oh, ow * deep, layout.BLOCK), read, name="deep")
 
 
 def _extent(sch: Schedule, block, axis: int) -> int:
@@ -173,10 +221,13 @@ def _with_permission(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
 
 
 def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
-              bordered: bool) -> tvm.tirx.PrimFunc:
+              bordered: bool, deep: bool = False) -> tvm.tirx.PrimFunc:
     rows = tile_rows(out_width)
     tiles_x = 2 if (out_width // rows) % 2 == 0 else 1
-    zero, update, store = intrinsics(rows, stride, taps, tiles_x)
+    # the deep copy in its own storage scope: TVM's storage rewrite would otherwise hand its
+    # memory, dead after the reduction, to the int32 accumulators, and the tile store's
+    # typed pointer into a uint8 buffer fails to lower
+    zero, update, store = intrinsics(rows, stride, taps, tiles_x, "local" if deep else "global")
     sch = Schedule(func)
     acc = sch.get_sblock("acc")
     i, bo, y, x, lo, rb, ry, rx, rg, rj = sch.get_loops(acc)
@@ -189,14 +240,30 @@ def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
     while out_blocks % per_block:
         per_block //= 2
     bo_outer, bo_inner = sch.split(bo, [None, per_block])
+    serial = []
+    if deep:  # each task copies its row once: its output blocks run serially after the copy
+        tasks = _extent(sch, acc, 0) * _extent(sch, acc, 2)
+        groups = out_blocks // per_block
+        split = next(d for d in range(1, groups + 1)
+                     if groups % d == 0 and (tasks * d >= MIN_PARALLEL_ROWS or d == groups))
+        bo_outer, bo_serial = sch.split(bo_outer, [split, None])
+        serial = [bo_serial]
     if taps == 1:  # (a unit loop inside the tensorized region would not match its description)
-        sch.reorder(i, bo_outer, y, x_outer, rb, ry, rx, bo_inner, x_mid, x_tile, lo, rg, rj)
+        sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, rx, bo_inner, x_mid, x_tile, lo,
+                    rg, rj)
     else:
-        sch.reorder(i, bo_outer, y, x_outer, rb, ry, bo_inner, x_mid, x_tile, lo, rx, rg, rj)
+        sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, bo_inner, x_mid, x_tile, lo, rx,
+                    rg, rj)
     # the tiles' register block: its accumulators lie tile after tile (amx_tiles reads them so)
     write_back = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(write_back, x_outer)
-    sch.parallel(sch.fuse(i, bo_outer, y))
+    task = sch.fuse(i, bo_outer, y)
+    sch.parallel(task)
+    if deep:
+        copy = sch.get_sblock("deep")
+        sch.compute_at(copy, task)
+        sch.set_scope(copy, 0, "local")
+        sch.vectorize(sch.get_loops(copy)[-1])
     epilogue = sch.get_sblock("inner" if bordered else "out")
     sch.reverse_compute_at(epilogue, x_outer)
     loops = sch.get_loops(epilogue)
@@ -209,7 +276,8 @@ def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
         sch.vectorize(lane)
     else:
         sch.vectorize(loops[-1])
-    unroll_register_block(sch, epilogue, outer=2)  # the parallel loop and x_outer
+    outer = 2 + len(serial)  # the parallel loop, the serial output blocks, x_outer
+    unroll_register_block(sch, epilogue, outer=outer)
     if bordered:
         layout.schedule_blocked_copy(sch, sch.get_sblock("out"))
     init = sch.decompose_reduction(acc, rb)
@@ -218,7 +286,6 @@ def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
     wb_mid, wb_tile = sch.split(wb_loops[-2], [tiles_x, rows])
     # every loop over tiles unrolled: each tile's number then folds to the immediate the
     # tile instructions take
-    outer = 2  # the parallel loop and x_outer
     for loop in [bo_inner, x_mid] + init_loops[outer:-2] + sch.get_loops(write_back)[outer:-2]:
         sch.unroll(loop)
     sch.tensorize(x_tile, update)

@@ -62,10 +62,10 @@ def _intrin(name: str, *args):
     return T.evaluate(T.call_llvm_intrin("void", name, *args))
 
 
-def _functions(rows: int, stride: int, taps: int, tiles_x: int):
+def _functions(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str):
     """(zero, update, store) tensor intrinsics for tiles of ``rows`` rows, an input read
     every ``stride`` pixels, ``taps`` taps of a kernel row per A row, ``tiles_x`` runs of
-    pixels per register block."""
+    pixels per register block, A read from a buffer of storage scope ``a_scope``."""
     span = (rows - 1) * stride + taps
     config = [int(v) for v in tile_config(rows, taps).view(np.int32)]  # the words that vary:
     assert not any(config[k] for k in (1, 2, 3, 8, 9, 10, 11, 14, 15))  # 0, 4-7, 12, 13
@@ -114,7 +114,7 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int):
     @T.prim_func(s_tir=True)
     def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
-                           strides=[T.int32(), 1])
+                           strides=[T.int32(), 1], scope=a_scope)
         B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
                            strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
@@ -133,7 +133,7 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int):
     @T.prim_func(s_tir=True)
     def update_desc_one_tap(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
-                           strides=[T.int32(), 1])
+                           strides=[T.int32(), 1], scope=a_scope)
         B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
                            strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
@@ -153,7 +153,7 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int):
     @T.prim_func(s_tir=True)
     def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
-                           strides=[T.int32(), 1])
+                           strides=[T.int32(), 1], scope=a_scope)
         B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
                            strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
@@ -199,10 +199,10 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int):
     return (zero_desc, zero_impl), (update_desc, update_impl), (store_desc, store_impl)
 
 
-def intrinsics(rows: int, stride: int, taps: int, tiles_x: int):
+def intrinsics(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str = "global"):
     """The names of the (zero, update, store) tensor intrinsics, registered on first use."""
-    names = [f"tvm_quant_ext.amx_{part}_r{rows}_s{stride}_k{taps}_t{tiles_x}"
+    names = [f"tvm_quant_ext.amx_{part}_r{rows}_s{stride}_k{taps}_t{tiles_x}_{a_scope}"
              for part in ("zero", "update", "store")]
     for k, name in enumerate(names):
-        ensure_registered(name, lambda k=k: _functions(rows, stride, taps, tiles_x)[k])
+        ensure_registered(name, lambda k=k: _functions(rows, stride, taps, tiles_x, a_scope)[k])
     return names
