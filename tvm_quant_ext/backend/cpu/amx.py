@@ -43,7 +43,7 @@ from .schedule import unroll_register_block
 
 MAX_ROWS = 16                  # rows of a tile
 MAX_ROW_TAPS = 4               # a kernel row's taps x 16 channels fill an A row of <= 64 bytes
-MIN_PARALLEL_ROWS = 16         # a deep 1x1 conv splits its output blocks until this many tasks
+MIN_PARALLEL_ROWS = 8          # a deep 1x1 conv splits its output blocks until this many tasks
 FEATURES = ("amx-tile", "amx-int8")
 _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
 
@@ -187,7 +187,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
-    func = _schedule(func, ow, ob, sw, kw, bordered, deep=bool(deep))
+    func = _schedule(func, (oh, ow), ob, sw, kw, bordered, deep=bool(deep))
     return _with_permission(func).without_attr("global_symbol").with_attr(
         "tirx.is_scheduled", True)
 
@@ -220,18 +220,23 @@ def _with_permission(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return func.with_body(tvm.tirx.SeqStmt([ask, func.body]))
 
 
-def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
+def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
               bordered: bool, deep: bool = False) -> tvm.tirx.PrimFunc:
+    out_height, out_width = out_hw
     rows = tile_rows(out_width)
     tiles_x = 2 if (out_width // rows) % 2 == 0 else 1
+    # a row that is one run (14x14 planes): the second run of pixels is the next row's
+    runs_y = 2 if tiles_x == 1 and out_height % 2 == 0 else 1
     # the deep copy in its own storage scope: TVM's storage rewrite would otherwise hand its
     # memory, dead after the reduction, to the int32 accumulators, and the tile store's
     # typed pointer into a uint8 buffer fails to lower
-    zero, update, store = intrinsics(rows, stride, taps, tiles_x, "local" if deep else "global")
+    zero, update, store = intrinsics(rows, stride, taps, tiles_x * runs_y,
+                                     "local" if deep else "global")
     sch = Schedule(func)
     acc = sch.get_sblock("acc")
     i, bo, y, x, lo, rb, ry, rx, rg, rj = sch.get_loops(acc)
     x_outer, x_mid, x_tile = sch.split(x, [None, tiles_x, rows])
+    y, y_mid = sch.split(y, [None, runs_y])
     # four C tiles a register block: two pixel runs x two output blocks, or, for a 1x1 conv
     # whose row is one run (7x7 planes), four output blocks taking turns with the two B tiles
     # (measured: 2048 -> 512 at 7x7 0.072 against 0.084 ms; a 3x3 conv's 12-row B tiles stall
@@ -242,18 +247,18 @@ def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
     bo_outer, bo_inner = sch.split(bo, [None, per_block])
     serial = []
     if deep:  # each task copies its row once: its output blocks run serially after the copy
-        tasks = _extent(sch, acc, 0) * _extent(sch, acc, 2)
+        tasks = _extent(sch, acc, 0) * (out_height // runs_y)
         groups = out_blocks // per_block
         split = next(d for d in range(1, groups + 1)
                      if groups % d == 0 and (tasks * d >= MIN_PARALLEL_ROWS or d == groups))
         bo_outer, bo_serial = sch.split(bo_outer, [split, None])
         serial = [bo_serial]
     if taps == 1:  # (a unit loop inside the tensorized region would not match its description)
-        sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, rx, bo_inner, x_mid, x_tile, lo,
-                    rg, rj)
+        sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, rx, bo_inner, y_mid, x_mid,
+                    x_tile, lo, rg, rj)
     else:
-        sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, bo_inner, x_mid, x_tile, lo, rx,
-                    rg, rj)
+        sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, bo_inner, y_mid, x_mid, x_tile,
+                    lo, rx, rg, rj)
     # the tiles' register block: its accumulators lie tile after tile (amx_tiles reads them so)
     write_back = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(write_back, x_outer)
@@ -286,7 +291,7 @@ def _schedule(func, out_width: int, out_blocks: int, stride: int, taps: int,
     wb_mid, wb_tile = sch.split(wb_loops[-2], [tiles_x, rows])
     # every loop over tiles unrolled: each tile's number then folds to the immediate the
     # tile instructions take
-    for loop in [bo_inner, x_mid] + init_loops[outer:-2] + sch.get_loops(write_back)[outer:-2]:
+    for loop in [bo_inner, y_mid, x_mid] + init_loops[outer:-2] + sch.get_loops(write_back)[outer:-2]:
         sch.unroll(loop)
     sch.tensorize(x_tile, update)
     sch.tensorize(init_loops[-2], zero)

@@ -37,7 +37,7 @@ def tile_config(rows: int, taps: int = 1) -> np.ndarray:
 
 def _tile_of(c_buffer, rows: int):
     # the C tile of an accumulator region: its place in the register block's buffer, which
-    # the schedule lays out tile after tile (bo_inner, x_mid, rows, 16)
+    # the schedule lays out tile after tile (bo_inner, run of pixels, rows, 16)
     return tvm.tirx.floormod(tvm.tirx.floordiv(c_buffer.elem_offset, rows * LANES), 4)
 
 
