@@ -179,7 +179,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                               (i, oc, y, x), extra, sides)
 
     bordered = output_packed and any(int(v) for v in output_padding)
-    if bordered:  # as vnni.py: the interior after each register block, then a bordered copy
+    if bordered:  # as vnni.py: the interior into the bordered output after each register block
         inner = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, name="inner")
         out = layout.bordered_copy(inner, (n, o, oh, ow), epilogue.dtype, output_padding)
     elif output_packed:
@@ -188,6 +188,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
     func = _schedule(func, (oh, ow), ob, sw, kw, bordered, deep=bool(deep))
+    if bordered:
+        func = layout.fill_border(func, output_padding, epilogue.dtype)
     return _with_permission(func).without_attr("global_symbol").with_attr(
         "tirx.is_scheduled", True)
 
@@ -284,7 +286,7 @@ def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
     outer = 2 + len(serial)  # the parallel loop, the serial output blocks, x_outer
     unroll_register_block(sch, epilogue, outer=outer)
     if bordered:
-        layout.schedule_blocked_copy(sch, sch.get_sblock("out"))
+        layout.bordered_interior(sch, sch.get_sblock("out"), x_outer)
     init = sch.decompose_reduction(acc, rb)
     init_loops = sch.get_loops(init)
     wb_loops = sch.get_loops(write_back)
