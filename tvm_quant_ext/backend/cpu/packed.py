@@ -103,10 +103,16 @@ def _with_border(shape: Sequence[int], dtype: str, padding: Sequence[int], value
                                             (col < w, right)) if needed]
         if padding_channels and c % BLOCK:
             inside.insert(0, b * BLOCK + lane < c)
-        if top or bottom:
-            row = te.min(te.max(row, 0), h - 1)
-        if left or right:
-            col = te.min(te.max(col, 0), w - 1)
+        # each side clamped only where there is a border: a clamp that cannot bind (max(row, 0)
+        # with no top border) still defeats the region analysis ``bordered_interior`` needs
+        if top:
+            row = te.max(row, 0)
+        if bottom:
+            row = te.min(row, h - 1)
+        if left:
+            col = te.max(col, 0)
+        if right:
+            col = te.min(col, w - 1)
         if not inside:
             return value(i, b, row, col, lane)
         return tvm.tirx.if_then_else(tvm.tirx.all(*inside), value(i, b, row, col, lane),
@@ -189,11 +195,3 @@ def bordered_interior(sch, block, loop) -> None:
     a bordered 1x1 conv's time on 28x28-112x112 planes.)"""
     sch.reverse_compute_at(block, loop)
     sch.vectorize(sch.get_loops(block)[-1])
-
-
-def schedule_blocked_copy(sch, block) -> None:
-    """``bordered_copy``'s block: one output block's 16 channels per vector, each lane reading
-    and writing its own byte, contiguously; the rows in parallel."""
-    i, q, y, x, j = sch.get_loops(block)
-    sch.parallel(sch.fuse(i, q, y))
-    sch.vectorize(j)

@@ -192,6 +192,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
     func = _schedule(func, ow, ob, input_packed, output_packed,
                      bordered=bordered).without_attr("global_symbol")
+    if bordered:
+        func = layout.fill_border(func, output_padding, epilogue.dtype)
     return func.with_attr("tirx.is_scheduled", True)
 
 
@@ -229,7 +231,7 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
         sch.reverse_compute_at(sch.get_sblock("inner"), x_outer)
         sch.vectorize(sch.get_loops(sch.get_sblock("inner"))[-1])
         unroll_register_block(sch, sch.get_sblock("inner"), outer=2)
-        layout.schedule_blocked_copy(sch, out)
+        layout.bordered_interior(sch, out, x_outer)
     elif output_packed or out_blocks * LANES == _out_channels(sch, out):
         # the epilogue of each register block right after its accumulation: the int32
         # accumulators are then only a register block's worth of memory (buffers are
