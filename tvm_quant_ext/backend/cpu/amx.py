@@ -293,7 +293,8 @@ def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
     wb_mid, wb_tile = sch.split(wb_loops[-2], [tiles_x, rows])
     # every loop over tiles unrolled: each tile's number then folds to the immediate the
     # tile instructions take
-    for loop in [bo_inner, y_mid, x_mid] + init_loops[outer:-2] + sch.get_loops(write_back)[outer:-2]:
+    tile_loops = init_loops[outer:-2] + sch.get_loops(write_back)[outer:-2]
+    for loop in [bo_inner, y_mid, x_mid] + tile_loops:
         sch.unroll(loop)
     sch.tensorize(x_tile, update)
     sch.tensorize(init_loops[-2], zero)

@@ -154,33 +154,31 @@ def bordered_copy(inner: te.Tensor, shape: Sequence[int], dtype: Optional[str],
 def fill_border(func: tvm.tirx.PrimFunc, padding: Sequence[int],
                 dtype: Optional[str]) -> tvm.tirx.PrimFunc:
     """``func`` that also writes the shifted zero on the border of ``padding`` of its last
-    argument (the blocked tensor of ``dtype`` values), before its own body: for a kernel that writes the interior
-    straight into the bordered output (``bordered_interior``). Vectorized over a block's 16
-    channels; the rows in parallel."""
-    from tvm import tirx
-
+    argument (the blocked tensor of ``dtype`` values), before its own body: for a kernel that
+    writes the interior straight into the bordered output (``bordered_interior``). Vectorized
+    over a block's 16 channels; the rows in parallel."""
+    tirx = tvm.tirx
     out = func.params[-1]  # TVM 0.27: PrimFunc params are the buffers
     n, blocks, height, width, lanes = (int(d) for d in out.shape)
     top, left, bottom, right = (int(v) for v in padding)
     zero = tirx.const(_stored_shift(dtype or "int32"), str(out.dtype))
 
-    def loop(name, extent, body, kind=tirx.ForKind.SERIAL, start=0):
+    def loop(name, extent, body, kind=tirx.ForKind.SERIAL):
         var = tirx.Var(name, "int32")
-        return tirx.For(var, start, extent, kind, body(var))
+        return tirx.For(var, 0, extent, kind, body(var))
 
     def run(i, b, y, x0, count):  # ``count`` pixels of row y from column x0
         return loop("x", count, lambda x: loop("lane", lanes, lambda lane: tirx.BufferStore(
             out, zero, [i, b, y, x + x0, lane]), tirx.ForKind.VECTORIZED))
 
-    def row(i, b, y):
+    def row(i, b, y):  # a border row whole; an interior row its left and right columns
         inside = tirx.all(y >= top, y < height - bottom)
-        edges = [run(i, b, y, 0, left)] if left else []
-        edges += [run(i, b, y, width - right, right)] if right else []
-        whole = run(i, b, y, 0, width)
+        edges = ([run(i, b, y, 0, left)] if left else []) + \
+            ([run(i, b, y, width - right, right)] if right else [])
         if not edges:
-            return tirx.IfThenElse(tirx.Not(inside), whole, None)
-        return tirx.IfThenElse(inside, tirx.SeqStmt(edges) if len(edges) > 1 else edges[0],
-                               whole)
+            return tirx.IfThenElse(tirx.Not(inside), run(i, b, y, 0, width), None)
+        sides = edges[0] if len(edges) == 1 else tirx.SeqStmt(edges)  # (TVM refuses a 1-long one)
+        return tirx.IfThenElse(inside, sides, run(i, b, y, 0, width))
 
     rows = loop("i_b_y", n * blocks * height, lambda v: row(
         v // (blocks * height), v // height % blocks, v % height), tirx.ForKind.PARALLEL)

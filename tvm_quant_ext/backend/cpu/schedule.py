@@ -27,10 +27,10 @@ def is_scheduled(func: tvm.tirx.PrimFunc) -> bool:
     return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
 
 
-def unroll_register_block(sch: Schedule, block, outer: int) -> bool:
+def unroll_register_block(sch: Schedule, block, outer: int) -> None:
     """Unroll the loops of ``block`` (a register block's vectorized epilogue) between its
     ``outer`` enclosing loops and its vectorized innermost one, when they run at most
-    ``MAX_UNROLLED_VECTORS`` vectors. True when unrolled.
+    ``MAX_UNROLLED_VECTORS`` vectors.
 
     Inside a loop over pixels, LLVM hoists each per-channel constant's sign extension out of
     the loop, and a Q31 multiply by it is then no longer the multiply-high it recognizes: it
@@ -42,11 +42,9 @@ def unroll_register_block(sch: Schedule, block, outer: int) -> bool:
     vectors = 1
     for loop in loops:
         vectors *= int(sch.get(loop).extent)
-    if not loops or vectors > MAX_UNROLLED_VECTORS:
-        return False
-    for loop in loops:
-        sch.unroll(loop)
-    return True
+    if vectors <= MAX_UNROLLED_VECTORS:
+        for loop in loops:
+            sch.unroll(loop)
 
 
 def default_cpu_schedule(mod: tvm.IRModule) -> tvm.IRModule:

@@ -228,21 +228,25 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
         sch.vectorize(loops[-1])
     out = sch.get_sblock("out")
     if bordered:
-        sch.reverse_compute_at(sch.get_sblock("inner"), x_outer)
-        sch.vectorize(sch.get_loops(sch.get_sblock("inner"))[-1])
-        unroll_register_block(sch, sch.get_sblock("inner"), outer=2)
+        _epilogue_after_block(sch, sch.get_sblock("inner"), x_outer)
         layout.bordered_interior(sch, out, x_outer)
     elif output_packed or out_blocks * LANES == _out_channels(sch, out):
         # the epilogue of each register block right after its accumulation: the int32
         # accumulators are then only a register block's worth of memory (buffers are
         # allocated where they are used), not the whole output's, written out and read back
         # (for a 1x1 conv over few channels that round trip took longer than the products)
-        sch.reverse_compute_at(out, x_outer)
-        sch.vectorize(sch.get_loops(out)[-1])
-        unroll_register_block(sch, out, outer=2)  # the parallel loop and x_outer
+        _epilogue_after_block(sch, out, x_outer)
     else:
         _schedule_unpack(sch, out)
     return sch.mod["main"]
+
+
+def _epilogue_after_block(sch: Schedule, block, x_outer) -> None:
+    # the epilogue of each register block right after it, vectorized, unrolled under the
+    # parallel loop and x_outer
+    sch.reverse_compute_at(block, x_outer)
+    sch.vectorize(sch.get_loops(block)[-1])
+    unroll_register_block(sch, block, outer=2)
 
 
 def _out_channels(sch: Schedule, out) -> int:
