@@ -15,6 +15,18 @@ VNNI_TARGET = {"kind": "llvm", "mcpu": vnni_cpu()}
 HOST = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu()})
 needs_vnni = pytest.mark.skipif(not codegen.target_has_features("avx512vnni", HOST),
                                 reason="host CPU has no AVX-512 VNNI")
+# AVX2 without AVX-512: the packed kernels on vpmaddwd (haswell code runs on any AVX2 CPU)
+AVX2_TARGET = {"kind": "llvm", "mcpu": "haswell"}
+needs_avx2 = pytest.mark.skipif(not codegen.target_has_features("avx2", HOST),
+                                reason="host CPU has no AVX2")
+# the packed conv / dense kernels on each of their instruction sets, where this host runs it
+PACKED_TARGETS = [pytest.param(VNNI_TARGET, id="vnni", marks=needs_vnni),
+                  pytest.param(AVX2_TARGET, id="avx2", marks=needs_avx2)]
+
+
+def packed_kernel_tag(target) -> str:
+    """What the packed conv kernels built for ``target`` are named after: "vnni" or "avx2"."""
+    return "avx2" if target == AVX2_TARGET else "vnni"
 
 
 def kernel_calls(mod):
@@ -57,9 +69,10 @@ def shift_requantize(bias):
 
 
 def run_kernel(func, *arrays, target=None):
-    """``func`` compiled alone (for ``target``, default the VNNI one) and run on ``arrays``."""
+    """``func`` compiled alone (for ``target``, default this host's CPU: kernels on no
+    particular instruction set run on any) and run on ``arrays``."""
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                      tvm.target.Target(target or VNNI_TARGET))
+                      tvm.target.Target(target) if target else HOST)
     out = func.params[-1]
     result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], str(out.dtype)))
     lib.mod["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
@@ -75,10 +88,11 @@ def integer_quantized(graph, shape, symmetric=True, seed=0):
         mode="integer", activation_symmetric=symmetric))
 
 
-def assert_same_as_unfused(qmod, builds, shape, seed=2, images=3):
-    """Each of ``builds`` (compiled models) gives the unfused VNNI build's logits, bit for bit,
-    on random inputs twice the calibration's spread; and those logits are not all one value."""
-    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+def assert_same_as_unfused(qmod, builds, shape, seed=2, images=3, target=None):
+    """Each of ``builds`` (compiled models) gives the unfused build's logits (for ``target``,
+    default the VNNI one), bit for bit, on random inputs twice the calibration's spread; and
+    those logits are not all one value."""
+    unfused = tvm_quant_ext.build(qmod, target or VNNI_TARGET, fuse=False)
     rng = np.random.default_rng(seed)
     for _ in range(images):
         image = rng.standard_normal(shape).astype("float32") * 2

@@ -1,4 +1,5 @@
-"""build(): VNNI kernel for int8 layers, MetaSchedule tuning database, CUDA compilation."""
+"""build(): the packed int8 kernels (VNNI, AVX2), MetaSchedule tuning database, CUDA
+compilation."""
 import os
 import shutil
 
@@ -7,10 +8,11 @@ import pytest
 import tvm
 
 import tvm_quant_ext
-from tvm_quant_ext.backend.build import compile_module
+from tvm_quant_ext.backend.build import compile_module, lower
 
 from int8_graphs import int8_conv_block
-from kernel_checks import VNNI_TARGET, needs_vnni
+from kernel_checks import (AVX2_TARGET, PACKED_TARGETS, VNNI_TARGET, call_tir_names,
+                           packed_kernel_tag)
 
 
 def _inputs(dtype, shape, seed=1):
@@ -38,7 +40,18 @@ def test_vnni_kernel_emits_vpdpbusd():
     assert "vpdpbusd" not in _llvm_asm(compile_module(mod, VNNI_TARGET, vnni=False))
 
 
-@needs_vnni
+def test_avx2_target_gets_the_packed_kernel_on_vpmaddwd():
+    # a CPU with AVX2 but no VNNI runs the same packed kernel, its 16x4 block on vpmaddwd
+    mod, _ = int8_conv_block(in_ch=8, out_ch=16, classes=7)
+    names = call_tir_names(lower(mod, tvm.target.Target(AVX2_TARGET)))
+    assert "conv2d_int8_avx2" in names and "dense_int8_avx2" in names, names
+    asm = _llvm_asm(compile_module(mod, AVX2_TARGET))
+    assert "vpmaddwd" in asm and "vpdpbusd" not in asm
+    names = call_tir_names(lower(mod, tvm.target.Target(AVX2_TARGET), vnni=False))
+    assert not [n for n in names if "avx2" in n], names
+
+
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("data_dtype", ["int8", "uint8"])
 @pytest.mark.parametrize("shape", [
     # (batch, in_ch, out_ch, size, padding, strides): channels not multiples of 4/16, asymmetric
@@ -46,14 +59,14 @@ def test_vnni_kernel_emits_vpdpbusd():
     (1, 8, 16, 10, (1, 1, 1, 1), (1, 1)),
     (2, 5, 20, 9, (0, 0, 1, 1), (2, 2)),
 ])
-def test_vnni_matches_reference(data_dtype, shape):
+def test_packed_kernel_matches_reference(target, data_dtype, shape):
     batch, cin, cout, size, padding, strides = shape
     mod, reference = int8_conv_block(batch=batch, in_ch=cin, out_ch=cout, size=size,
                                      data_dtype=data_dtype, padding=padding, strides=strides,
                                      classes=7)
     x = _inputs(data_dtype, (batch, cin, size, size))
     for fuse in (True, False):  # the layer fused with its integer epilogue, and the bare kernel
-        np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET, fuse=fuse)(x), reference(x))
+        np.testing.assert_array_equal(tvm_quant_ext.build(mod, target, fuse=fuse)(x), reference(x))
     np.testing.assert_array_equal(tvm_quant_ext.build(mod, "llvm")(x), reference(x))
 
 
@@ -104,9 +117,9 @@ def test_cuda_runs_on_gpu():
     np.testing.assert_array_equal(model(x), reference(x))
 
 
-@needs_vnni
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_integer_realize_on_vnni_is_bit_exact(symmetric):
+def test_integer_realize_on_packed_kernels_is_bit_exact(target, symmetric):
     # what the integer realize emits (int8, or uint8 with zero points and explicit pads) runs
     # on the VNNI kernel with the same integers as the default build
     from graphs import tiny_resnet
@@ -116,8 +129,8 @@ def test_integer_realize_on_vnni_is_bit_exact(symmetric):
     calib = [rng.standard_normal((1, 3, 16, 16)).astype("float32") for _ in range(4)]
     qmod = tvm_quant_ext.quantize(mod, params, dataset=calib, config=tvm_quant_ext.QConfig(
         mode="integer", activation_symmetric=symmetric))
-    asm = _llvm_asm(compile_module(qmod, VNNI_TARGET))
-    assert "vpdpbusd" in asm
+    asm = _llvm_asm(compile_module(qmod, target))
+    assert {"vnni": "vpdpbusd", "avx2": "vpmaddwd"}[packed_kernel_tag(target)] in asm
     x = rng.standard_normal((1, 3, 16, 16)).astype("float32")
-    np.testing.assert_array_equal(tvm_quant_ext.build(qmod, VNNI_TARGET)(x),
+    np.testing.assert_array_equal(tvm_quant_ext.build(qmod, target)(x),
                                   tvm_quant_ext.build(qmod, "llvm")(x))

@@ -86,7 +86,7 @@ def test_kernel_matches_numpy(data_dtype, input_packed, output_packed, case):
         input_packed=input_packed, input_border=border, output_packed=output_packed)
     data = to_blocked(x, border) if input_packed else x
     got = run_kernel(func, data, depthwise_vnni.pack_weight(w),
-                     depthwise_shift_correction(w, data_dtype), bias)
+                     depthwise_shift_correction(w, data_dtype), bias, target=VNNI_TARGET)
     ref = np.clip((_reference(x, w, stride, padding) + bias) >> 7, -128, 127).astype("int8")
     np.testing.assert_array_equal(got, to_blocked(ref) if output_packed else ref)
     assert len(np.unique(ref)) > 10  # the epilogue neither saturates nor zeroes everything

@@ -6,14 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import tvm
 from tvm import relax
-from tvm.target import codegen
 
 import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
 from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
-from kernel_checks import (HOST, VNNI_TARGET, assert_same_as_unfused, call_tir_names,
-                           integer_quantized, kernel_calls, needs_vnni, run_kernel,
+from kernel_checks import (HOST, PACKED_TARGETS, VNNI_TARGET, assert_same_as_unfused,
+                           call_tir_names, integer_quantized, kernel_calls, needs_vnni,
+                           packed_kernel_tag, run_kernel,
                            shift_requantize, to_blocked)
 from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
@@ -50,20 +50,20 @@ def test_depthwise_fused_equals_unfused(symmetric):
                                   tvm_quant_ext.build(qmod, "llvm", fuse=False)(x))
 
 
-@needs_vnni
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_integer_realize_fused_is_bit_exact(symmetric):
+def test_integer_realize_fused_is_bit_exact(target, symmetric):
     qmod = integer_quantized(tiny_resnet(), (1, 3, 16, 16), symmetric)
     x = np.random.default_rng(5).standard_normal((2, 1, 3, 16, 16)).astype("float32")
-    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
-    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    fused = tvm_quant_ext.build(qmod, target)
+    unfused = tvm_quant_ext.build(qmod, target, fuse=False)
     for image in x:
         np.testing.assert_array_equal(fused(image), unfused(image))
 
 
-@needs_vnni
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("name", ["mnist_cnn", "efficientnet_lite0"])
-def test_real_model_fused_equals_unfused(name):
+def test_real_model_fused_equals_unfused(target, name):
     # every conv (VNNI and depthwise) and the classifier fused: the logits are bit-identical
     from tvm_quant_ext import zoo
 
@@ -71,10 +71,10 @@ def test_real_model_fused_equals_unfused(name):
     calib = [model.calib[i:i + 1] for i in range(4)]
     qmod = tvm_quant_ext.quantize(model.mod, model.params, dataset=calib,
                                   config=tvm_quant_ext.QConfig(mode="integer"))
-    lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
+    lowered = lower(qmod, tvm.target.Target(target))
     assert not [n for n in call_tir_names(lowered) if "conv2d" in n and "int8" not in n]
-    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
-    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    fused = tvm_quant_ext.build(qmod, target)
+    unfused = tvm_quant_ext.build(qmod, target, fuse=False)
     for i in range(4, 9):
         image = model.calib[i:i + 1]
         np.testing.assert_array_equal(fused(image), unfused(image))
@@ -159,16 +159,16 @@ def test_blocked_depthwise_matches_numpy(data_dtype, input_packed, output_packed
     assert len(np.unique(ref)) > 10  # the epilogue neither saturates nor zeroes everything
 
 
-@needs_vnni
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_conv_to_conv_stays_packed(symmetric):
+def test_conv_to_conv_stays_packed(target, symmetric):
     # a VNNI conv whose only reader is another VNNI conv hands over the blocked layout, not NCHW
     mod, params = tiny_resnet()
     qmod = integer_quantized((mod, params), (1, 3, 16, 16), symmetric=symmetric)
-    names = call_tir_names(lower(qmod, tvm.target.Target(VNNI_TARGET)))
-    assert "conv2d_int8_vnni_packed" in names
-    fused = tvm_quant_ext.build(qmod, VNNI_TARGET)
-    unfused = tvm_quant_ext.build(qmod, VNNI_TARGET, fuse=False)
+    names = call_tir_names(lower(qmod, tvm.target.Target(target)))
+    assert f"conv2d_int8_{packed_kernel_tag(target)}_packed" in names
+    fused = tvm_quant_ext.build(qmod, target)
+    unfused = tvm_quant_ext.build(qmod, target, fuse=False)
     rng = np.random.default_rng(1)
     for _ in range(3):
         image = rng.standard_normal((1, 3, 16, 16)).astype("float32")
@@ -187,16 +187,17 @@ def _kernel_args(mod, name):
     return [tuple(int(d) for d in a.ty.shape) for a in _kernel_call(mod, name).args[1].fields]
 
 
-@needs_vnni
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_residual_add_runs_in_the_conv_epilogue(symmetric):
+def test_residual_add_runs_in_the_conv_epilogue(target, symmetric):
     # both adds of residual_stack (identity and projection shortcut) are read inside the
     # kernel of the conv before them: no elementwise kernel between the convs, every block
     # input stays blocked (with the 3x3 reader's border) and the logits are bit-identical
     qmod = integer_quantized(residual_stack(), (1, 3, 12, 12), symmetric)
-    lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
+    lowered = lower(qmod, tvm.target.Target(target))
     names = call_tir_names(lowered)
-    convs = [n for n in names if "vnni" in n]
+    tag = packed_kernel_tag(target)
+    convs = [n for n in names if tag in n]
     assert len(convs) == 7, names  # stem, 2 + 3 block convs, the dense layer
     between = names[names.index(convs[0]):names.index(convs[-2]) + 1]
     assert between == convs[:-1], names  # nothing but convs from the stem to the last block
@@ -212,12 +213,14 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
     # away, travels as its low 32 bits
     assert _kernel_args(lowered, convs[-2])[-1] == (1, 3, 6, 6, 16)
     assert str(_kernel_call(lowered, convs[-3]).ty.dtype) == "int32"
+    isa = {"vnni": "avx512vnni", "avx2": "avx2"}[tag]
     assert_same_as_unfused(qmod, [
-        tvm_quant_ext.build(qmod, VNNI_TARGET),
-        tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False), VNNI_TARGET)], (1, 3, 12, 12))
+        tvm_quant_ext.build(qmod, target),
+        tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False, isa=isa), target)],
+        (1, 3, 12, 12), target=target)
 
 
-@needs_vnni
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("case", [
     # (in channels, mid channels, out channels, size, consumer kernel, padding, stride, dtype)
     (8, 20, 12, 9, 3, 1, 1, "int8"),     # mid channels not a multiple of 4 or 16
@@ -227,7 +230,7 @@ def test_residual_add_runs_in_the_conv_epilogue(symmetric):
     (8, 32, 16, 30, 3, 1, 1, "int8"),    # a plane large enough that the writer computes the border
     (8, 20, 16, 28, 3, 1, 2, "uint8"),   # ... with a partial channel block, stride 2
 ])
-def test_packed_link_equals_nchw(case):
+def test_packed_link_equals_nchw(target, case):
     from tvm_quant_ext.backend.cpu import vnni
     from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step
     from tvm_quant_ext.backend.cpu.packed import packed_shape, shift_correction
@@ -245,19 +248,25 @@ def test_packed_link_equals_nchw(case):
     x = rng.integers(-128, 128, (1, c, size, size)).astype("int8")
     w1 = rng.integers(-127, 128, (mid, c, 1, 1)).astype("int8")
     w2 = rng.integers(-127, 128, (o, mid, k, k)).astype("int8")
-    first = [vnni.pack_weight(w1), shift_correction(w1, "int8")]
-    second = [vnni.pack_weight(w2), shift_correction(w2, dtype)]
-    conv = dict(strides=(stride, stride), padding=(pad,) * 4, epilogue=requantize("int8"))
-    y = run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype)),
-                    x, *first)
-    expected = run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, **conv), y, *second)
-    packed = run_kernel(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype),
-                                            output_packed=True, output_padding=(pad,) * 4),
-                         x, *first)
+    isa = {"vnni": vnni.VNNI, "avx2": vnni.AVX2}[packed_kernel_tag(target)]
+
+    def run(func, *arrays):
+        return run_kernel(func, *arrays, target=target)
+
+    first = [vnni.pack_weight(w1, isa=isa), shift_correction(w1, "int8")]
+    second = [vnni.pack_weight(w2, isa=isa), shift_correction(w2, dtype)]
+    conv = dict(strides=(stride, stride), padding=(pad,) * 4, epilogue=requantize("int8"),
+                isa=isa)
+    y = run(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype), isa=isa),
+            x, *first)
+    expected = run(vnni.conv2d_kernel(y.shape, w2.shape, dtype, **conv), y, *second)
+    packed = run(vnni.conv2d_kernel(x.shape, w1.shape, "int8", epilogue=requantize(dtype),
+                                    output_packed=True, output_padding=(pad,) * 4, isa=isa),
+                 x, *first)
     assert packed.shape == packed_shape(y.shape, (pad,) * 4)
     np.testing.assert_array_equal(packed, to_blocked(y, (pad,) * 4))  # the border written too
-    got = run_kernel(vnni.conv2d_kernel(y.shape, w2.shape, dtype, input_packed=True, **conv),
-                      packed, vnni.pack_weight(w2, input_packed=True), second[1])
+    got = run(vnni.conv2d_kernel(y.shape, w2.shape, dtype, input_packed=True, **conv),
+              packed, vnni.pack_weight(w2, input_packed=True, isa=isa), second[1])
     np.testing.assert_array_equal(got, expected)
     assert np.abs(expected.astype(int)).max() > 0  # not all zeros
 
@@ -283,14 +292,14 @@ def test_1x1_depthwise_becomes_a_fused_multiply():
             out = bb.emit_output(op.astype(op.clip(y, 0, 127), "int8"))
         bb.emit_func_output(out)
     mod = bb.get()
-    names = call_tir_names(lower(mod, tvm.target.Target(VNNI_TARGET)))
+    names = call_tir_names(lower(mod, HOST))
     assert len(names) == 1 and "depthwise" not in names[0], names
     a = rng.integers(-128, 128, shape).astype("int8")
     b = rng.integers(-128, 128, shape).astype("int8")
     total = np.clip(a.astype(np.int64) + b, -128, 127)
     expected = np.clip((total * weight.reshape(1, -1, 1, 1) + bias) >> 6, 0, 127).astype("int8")
     for fuse in (True, False):
-        np.testing.assert_array_equal(tvm_quant_ext.build(mod, VNNI_TARGET, fuse=fuse)(a, b),
+        np.testing.assert_array_equal(tvm_quant_ext.build(mod, HOST, fuse=fuse)(a, b),
                                       expected)
 
 
@@ -310,13 +319,13 @@ def _with_raised_weights(graph, shape, symmetric):
 
 
 @pytest.mark.parametrize("graph,shape,target", [
-    ("tiny_resnet", (1, 3, 16, 16), VNNI_TARGET),      # 3x3 convs and a dense layer
+    # 3x3 convs and a dense layer, on the packed kernels
+    *[pytest.param("tiny_resnet", (1, 3, 16, 16), p.values[0], marks=p.marks, id=p.id)
+      for p in PACKED_TARGETS],
     ("depthwise_block", (1, 6, 11, 11), "llvm"),       # depthwise, stride 2, asymmetric padding
 ])
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_15_bit_weights_run_as_two_int8_layers_bit_exactly(graph, shape, target, symmetric):
-    if target is VNNI_TARGET and not codegen.target_has_features("avx512vnni", HOST):
-        pytest.skip("host CPU has no AVX-512 VNNI")
     from tvm_quant_ext.backend.cpu.wide_weights import split_wide_weights
     maker = {"tiny_resnet": tiny_resnet, "depthwise_block": lambda: depthwise_block(channels=6, size=11)}
     qmod = _with_raised_weights(maker[graph](), shape, symmetric)
@@ -327,9 +336,10 @@ def test_15_bit_weights_run_as_two_int8_layers_bit_exactly(graph, shape, target,
     layers = weight_dtypes(qmod)
     assert layers and set(layers) == {"int16"}
     assert weight_dtypes(split_wide_weights(qmod)) == ["int8"] * (2 * len(layers))
-    if target is VNNI_TARGET:  # every layer on the VNNI kernel
+    if target != "llvm":  # every layer on the packed kernel
         kernels = call_tir_names(lower(qmod, tvm.target.Target(target)))
-        assert sum("int8_vnni" in n for n in kernels) == 2 * len(layers), kernels
+        tag = packed_kernel_tag(target)
+        assert sum(f"int8_{tag}" in n for n in kernels) == 2 * len(layers), kernels
     fused = tvm_quant_ext.build(qmod, target)
     unfused = tvm_quant_ext.build(qmod, target, fuse=False)
     for image in np.random.default_rng(5).standard_normal((3,) + shape).astype("float32") * 2:

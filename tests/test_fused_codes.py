@@ -12,8 +12,9 @@ from tvm_quant_ext.backend.cpu.pointwise import depthwise_1x1_as_multiply
 from tvm_quant_ext.backend.cpu.pool import max_pool_kernel
 from tvm_quant_ext.graph import is_const
 
-from kernel_checks import (VNNI_TARGET, assert_same_as_unfused, call_tir_names, integer_quantized,
-                           kernel_calls, needs_vnni, run_kernel, to_blocked)
+from kernel_checks import (PACKED_TARGETS, VNNI_TARGET, assert_same_as_unfused, call_tir_names,
+                           integer_quantized, kernel_calls, needs_vnni, packed_kernel_tag,
+                           run_kernel, to_blocked)
 from graphs import tiny_resnet
 
 
@@ -82,23 +83,26 @@ def test_max_pool_kernel_matches_numpy(case, with_epilogue):
                                   else expected)
 
 
-@needs_vnni
+@pytest.mark.parametrize("target", PACKED_TARGETS)
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_stem_max_pool_runs_blocked_between_the_convs(symmetric):
+def test_stem_max_pool_runs_blocked_between_the_convs(target, symmetric):
     # tiny_resnet's stem: conv + BN + ReLU, a max pool, the block's convs. The pool reads the
     # stem's blocked output and writes the block's (no NCHW tensor between them), and the
     # logits are bit-identical to the unfused graph and to TVM's own pool
     qmod = integer_quantized(tiny_resnet(), (1, 3, 16, 16), symmetric)
-    lowered = lower(qmod, tvm.target.Target(VNNI_TARGET))
+    lowered = lower(qmod, tvm.target.Target(target))
     names = call_tir_names(lowered)
     pools = [n for n in names if n.startswith("max_pool2d_int8")]
     assert pools == ["max_pool2d_int8_packed"], names
     stem = names.index(pools[0]) - 1
-    assert names[stem].startswith("conv2d_int8_vnni_packed"), names
-    assert names[stem + 2].startswith("conv2d_int8_vnni"), names
+    tag = packed_kernel_tag(target)
+    assert names[stem].startswith(f"conv2d_int8_{tag}_packed"), names
+    assert names[stem + 2].startswith(f"conv2d_int8_{tag}"), names
+    isa = {"vnni": "avx512vnni", "avx2": "avx2"}[tag]
     assert_same_as_unfused(qmod, [
-        tvm_quant_ext.build(qmod, VNNI_TARGET),
-        tvm_quant_ext.build(fuse_int8_layers(qmod, pools=False), VNNI_TARGET)], (1, 3, 16, 16))
+        tvm_quant_ext.build(qmod, target),
+        tvm_quant_ext.build(fuse_int8_layers(qmod, pools=False, isa=isa), target)],
+        (1, 3, 16, 16), target=target)
 
 
 def _int64_kernel_constants(mod) -> int:

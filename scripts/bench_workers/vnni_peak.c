@@ -1,4 +1,5 @@
 /* The CPU's int8 multiply-accumulate peak: each thread runs ACC independent vpdpbusd chains
+ * (-DMADDWD: vpmaddwd + vpaddd chains, for CPUs with AVX2 but no VNNI)
  * on register operands, no memory traffic, so only the instruction's throughput limits it.
  * Compile with -DWIDTH=512 (zmm, 64 u8 x s8 multiply-adds per instruction) or -DWIDTH=256 (ymm,
  * 32; some cores issue two of those per cycle but one zmm) and -DACC=chains: enough chains hide
@@ -18,7 +19,14 @@
 #ifndef WIDTH
 #define WIDTH 512
 #endif
-#if WIDTH == 512
+#if defined(MADDWD)
+/* a CPU without VNNI: vpmaddwd (int16 pairs into int32, exact on 8-bit values) + vpaddd, 16
+ * multiply-adds per pair of instructions on ymm */
+typedef __m256i vec;
+#define SET1 _mm256_set1_epi32
+#define DPBUSD(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+#define FIRST(v) _mm256_extract_epi32(v, 0)
+#elif WIDTH == 512
 typedef __m512i vec;
 #define SET1 _mm512_set1_epi32
 #define DPBUSD _mm512_dpbusd_epi32
@@ -29,7 +37,11 @@ typedef __m256i vec;
 #define DPBUSD _mm256_dpbusd_epi32
 #define FIRST(v) _mm256_extract_epi32(v, 0)
 #endif
+#if defined(MADDWD)
+#define MACS_PER_INSTR 16
+#else
 #define MACS_PER_INSTR (WIDTH / 8)
+#endif
 
 typedef struct { long iters; int seed; long long sink; } job_t;
 

@@ -12,7 +12,7 @@ from .cpu.pointwise import depthwise_1x1_as_multiply
 from .cpu.schedule import default_cpu_schedule
 from .cpu.wide_weights import split_wide_weights
 from .cpu.amx import target_has_amx
-from .cpu.vnni import target_has_vnni
+from .cpu.vnni import VNNI, dot_isa
 from .cuda import gpu_schedule
 from .target import TargetLike, make_target
 from .tune import tune
@@ -94,8 +94,10 @@ def build(mod: tvm.IRModule, target: TargetLike = "llvm", device=None, *, tune_t
     ``tuning_db`` with ``tune_trials=0`` applies an existing database without tuning: tune once
     per target offline, build from the database afterwards. Functions the database does not
     cover keep the default (untuned) schedule.
-    ``vnni``: run int8 conv2d/matmul on the AVX-512 VNNI kernel (``backend.cpu.vnni``);
-    default: when the llvm target has the feature (e.g. ``{"kind": "llvm", "mcpu": "znver4"}``).
+    ``vnni``: run int8 conv2d/matmul on the packed kernel of ``backend.cpu.vnni``, on AVX-512
+    VNNI where the llvm target has it (e.g. ``{"kind": "llvm", "mcpu": "znver4"}``), else on
+    AVX2's ``vpmaddwd`` (``backend.cpu.avx2``, e.g. ``"mcpu": "haswell"``); default: when the
+    target has either (``False``: TVM's legalized loops).
     ``amx``: a conv2d whose input comes from another int8 layer runs on Intel AMX tiles
     (``backend.cpu.amx``); default: when the target has amx-tile and amx-int8 (``"mcpu":
     "sapphirerapids"``, or ``"mattr": ["+amx-tile", "+amx-int8"]``; ``target.host_target()``
@@ -137,8 +139,9 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] 
           amx: Optional[bool] = None, fuse: bool = True) -> tvm.IRModule:
     """The fused int8 kernels (llvm), then the "zero" pipeline (legalize, fold, fuse)."""
     tgt = make_target(target)
+    isa = dot_isa(tgt)
     if vnni is None:
-        vnni = target_has_vnni(tgt)
+        vnni = isa is not None
     if amx is None:
         amx = target_has_amx(tgt)
     elif amx and not target_has_amx(tgt):
@@ -146,8 +149,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] 
                          "\"mattr\": [\"+amx-tile\", \"+amx-int8\"] or an mcpu with them")
     if fuse and tgt.kind.name == "llvm":
         mod = fuse_int8_layers(depthwise_1x1_as_multiply(split_wide_weights(mod)), vnni=vnni,
-                               amx=amx)
+                               amx=amx, isa=isa or VNNI)
     elif vnni:
-        mod = pack_int8_layers(mod)
+        mod = pack_int8_layers(mod, isa or VNNI)
     with tgt:
         return relax.get_pipeline("zero")(mod)  # legalize, fold, fuse

@@ -252,17 +252,18 @@ class _FuseLayers(relax.PyExprMutator):
         self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(value)))
 
 
-def pack_int8_layers(mod: tvm.IRModule) -> tvm.IRModule:
+def pack_int8_layers(mod: tvm.IRModule, isa: str = "avx512vnni") -> tvm.IRModule:
     """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel, with no
     epilogue (int32 out): the unfused form."""
-    return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False, pools=False)
+    return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False, pools=False,
+                            isa=isa)
 
 
 def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = True,
                      epilogue: bool = True, packed_links: bool = True,
                      sides: bool = True, int32_runs: bool = True,
                      pools: bool = True, int32_steps: bool = True,
-                     amx: bool = False) -> tvm.IRModule:
+                     amx: bool = False, isa: str = "avx512vnni") -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked
@@ -271,9 +272,10 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
     int32 step where that is exact (``int32_runs``, ``int32_runs.py``); max pools on codes
     run with their epilogue too (``pools``, ``pool.py``); int64 steps run in int32 where the
     value's range makes that exact (``int32_steps``, ``int32_steps.py``); a conv with a blocked
-    input runs on AMX tiles (``amx``, ``amx.py``; only with ``vnni``)."""
+    input runs on AMX tiles (``amx``, ``amx.py``; only with ``vnni``). ``isa``: the instruction
+    set of the packed conv / dense kernels, ``"avx512vnni"`` or ``"avx2"`` (``vnni.dot_isa``)."""
     options = FuseOptions(vnni=vnni, amx=vnni and amx, depthwise=depthwise, epilogue=epilogue,
-                          packed_links=packed_links, sides=sides, pools=pools)
+                          packed_links=packed_links, sides=sides, pools=pools, isa=isa)
     mod = relax.transform.FoldConstant()(mod)  # weights may arrive as permute_dims(const)
     rewriter = _FuseLayers(mod, options)
     for gv, func in mod.functions_items():

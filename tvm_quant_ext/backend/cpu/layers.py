@@ -8,7 +8,8 @@ arguments, or None when the call is not one its kernels take. ``fuse.py`` finds 
 and rewrites the graph.
 
 * conv2d groups=1 and dense (matmul with a constant 2-D weight), int8/uint8 x int8 -> int32:
-  the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni; a conv2d whose
+  the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni (or, on
+  ``vpmaddwd``, avx2); a conv2d whose
   input comes in the blocked layout, on AMX (``amx.conv2d_kernel``) when the target has
   amx-tile and amx-int8;
 * depthwise conv2d (groups == in channels == out channels): ``depthwise.py``;
@@ -31,6 +32,7 @@ from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_sh
                         pack_depthwise_weight)
 from .epilogue import Epilogue
 from .pool import max_pool_kernel
+from .vnni import VNNI
 
 
 @dataclass
@@ -72,7 +74,8 @@ def register_pool(op: str):
 
 @dataclass(frozen=True)
 class FuseOptions:
-    vnni: bool = True        # conv2d groups=1 / dense on vpdpbusd
+    vnni: bool = True        # conv2d groups=1 / dense on the packed kernel of ``vnni.py``
+    isa: str = VNNI          # its 16x4 block on vpdpbusd, or on AVX2's vpmaddwd (``avx2.py``)
     amx: bool = False        # such a conv2d with a blocked input on AMX tiles instead
     depthwise: bool = True   # depthwise conv2d kernel
     epilogue: bool = True    # fuse the elementwise chain (False: bare layers, int32 out)
@@ -156,7 +159,8 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     data_shape = [int(s) for s in call.args[0].ty.shape]
     out_shape = tuple(int(s) for s in call.ty.shape)
     if on_vnni_conv(call, options):
-        if options.amx and options.input_packed and amx.takes(weight.shape[2:], a.dilation):
+        if (options.amx and options.isa == VNNI and options.input_packed
+                and amx.takes(weight.shape[2:], a.dilation)):
             func = amx.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                      epilogue=epilogue, input_border=options.input_border,
                                      output_packed=options.output_packed,
@@ -168,9 +172,10 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
                                       input_packed=options.input_packed,
                                       input_border=options.input_border,
                                       output_packed=options.output_packed,
-                                      output_padding=options.output_padding)
-            name = "conv2d_int8_vnni"
-            packed_weight = vnni.pack_weight(weight, options.input_packed)
+                                      output_padding=options.output_padding,
+                                      isa=options.isa)
+            name = "conv2d_int8_" + ("vnni" if options.isa == VNNI else options.isa)
+            packed_weight = vnni.pack_weight(weight, options.input_packed, options.isa)
         consts = [packed_weight, packed.shift_correction(weight, data_dtype)]
         return _maybe_packed(LayerKernel(func, name, consts, out_shape), options, epilogue.dtype)
     if on_depthwise(call, options):
@@ -205,7 +210,8 @@ def _on_depthwise_vnni(call: relax.Call, options: FuseOptions) -> bool:
     """Whether a depthwise conv runs on ``depthwise_vnni`` (VNNI target, dilation 1, an NCHW
     output of whole 16-channel blocks or a blocked one without a border)."""
     window = [int(s) for s in list(call.args[1].ty.shape)[2:]]
-    if not (options.vnni and depthwise_vnni.takes(window, call.attrs.dilation)):
+    if not (options.vnni and options.isa == VNNI
+            and depthwise_vnni.takes(window, call.attrs.dilation)):
         return False
     if options.output_packed:
         return not any(options.output_padding)
@@ -234,9 +240,11 @@ def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[La
     weight = np.ascontiguousarray(weight.T)[:, :, None, None]
     # the kernel computes (rows, M, 1, 1); the epilogue indexes the layer's (rows, M)
     func = vnni.conv2d_kernel((rows, k, 1, 1), weight.shape, data_dtype, epilogue=epilogue,
-                              epilogue_index=lambda i, oc, y, x: (i, oc))
-    consts = [vnni.pack_weight(weight), packed.shift_correction(weight, data_dtype)]
-    return LayerKernel(func, "dense_int8_vnni", consts, (rows, weight.shape[0], 1, 1),
+                              epilogue_index=lambda i, oc, y, x: (i, oc), isa=options.isa)
+    consts = [vnni.pack_weight(weight, isa=options.isa),
+              packed.shift_correction(weight, data_dtype)]
+    return LayerKernel(func, "dense_int8_" + ("vnni" if options.isa == VNNI else options.isa),
+                       consts, (rows, weight.shape[0], 1, 1),
                        reshape_to=(rows, weight.shape[0]))
 
 

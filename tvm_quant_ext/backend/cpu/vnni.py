@@ -31,6 +31,7 @@ from tvm import te
 from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
+from . import avx2
 from . import packed as layout
 from .epilogue import Epilogue
 from .intrinsics import ensure_registered
@@ -39,7 +40,10 @@ from .schedule import unroll_register_block
 
 LANES, GROUP = 16, 4  # int32 lanes per vpdpbusd, bytes reduced per lane
 INTRIN = "tvm_quant_ext.dot_16x4_u8i8i32_vnni"
-REGISTER_BLOCK = 8    # output columns accumulated in registers per weight load
+VNNI, AVX2 = "avx512vnni", "avx2"  # the instruction sets the kernel's 16x4 block runs on
+# output columns x 16-channel weight blocks accumulated in registers per weight load: AVX2's
+# 16 registers of 8 lanes hold 2 x 2 blocks of accumulators beside the weights
+REGISTER_BLOCK = {VNNI: (8, 2), AVX2: (2, 2)}
 
 
 def _dot_16x4_functions():
@@ -78,10 +82,19 @@ def _dot_16x4_functions():
 
 
 def target_has_vnni(target: tvm.target.Target) -> bool:
+    return dot_isa(target) == VNNI
+
+
+def dot_isa(target: tvm.target.Target):
+    """The instruction set the packed kernels run on for an llvm target: ``VNNI`` where it
+    has avx512vnni, else ``AVX2`` (``avx2.py``) where it has avx2, else None."""
     if target.kind.name != "llvm":
-        return False
+        return None
     from tvm.target import codegen
-    return bool(codegen.target_has_features("avx512vnni", target))
+    for isa in (VNNI, AVX2):
+        if codegen.target_has_features(isa, target):
+            return isa
+    return None
 
 
 def reduced_groups(channels: int, input_packed: bool = False) -> int:
@@ -93,23 +106,26 @@ def reduced_groups(channels: int, input_packed: bool = False) -> int:
     return -(-channels // GROUP)
 
 
-def pack_weight(weight: np.ndarray, input_packed: bool = False) -> np.ndarray:
+def pack_weight(weight: np.ndarray, input_packed: bool = False, isa: str = VNNI) -> np.ndarray:
     """OIHW int8 -> O/16 x C/4 x KH x KW x 16 x 4 (zero padded to whole blocks; with
-    ``input_packed`` the input channels padded to the packed layout's blocks)."""
+    ``input_packed`` the input channels padded to the packed layout's blocks); for ``AVX2``
+    each 16 x 4 block as ``avx2.weight_block`` lays it out."""
     o, c, kh, kw = weight.shape
     ob, cb = -(-o // LANES), reduced_groups(c, input_packed)
     padded = np.zeros((ob * LANES, cb * GROUP, kh, kw), "int8")
     padded[:o, :c] = weight
-    return np.ascontiguousarray(
-        padded.reshape(ob, LANES, cb, GROUP, kh, kw).transpose(0, 2, 4, 5, 1, 3))
+    blocks = padded.reshape(ob, LANES, cb, GROUP, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+    return avx2.weight_block(blocks) if isa == AVX2 else np.ascontiguousarray(blocks)
 
 
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None, input_packed: bool = False, input_border=None,
-                  output_packed: bool = False, output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
-    """The scheduled packed conv2d: (data NCHW, packed weight, correction, *epilogue tensors,
-    *side tensors) -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype:
+                  output_packed: bool = False, output_padding=(0, 0, 0, 0),
+                  isa: str = VNNI) -> tvm.tirx.PrimFunc:
+    """The scheduled packed conv2d on ``isa`` (``VNNI``, or ``AVX2``: ``avx2.py``): (data NCHW,
+    packed weight, correction, *epilogue tensors, *side tensors) -> NCHW, int32 or, with an
+    ``epilogue`` (``epilogue.Epilogue``), its dtype:
     the epilogue runs on each unpacked accumulator element (``epilogue_index`` maps the NCHW
     output index to the index the epilogue's constants broadcast against, e.g. (n, o) for a
     dense layer).
@@ -138,7 +154,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
     else:
         data = te.placeholder((n, c, h, w), data_dtype, "data")
-    weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
+    if isa == AVX2:
+        weight = te.placeholder((ob, cb, kh, kw, avx2.PAIR, LANES, avx2.PAIR), avx2.WEIGHT_DTYPE,
+                                "weight_packed")
+    else:
+        weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
     correction = te.placeholder((o,), "int32", "correction")
     extra, sides = epilogue.placeholders()
 
@@ -155,6 +175,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     else:
         packed = te.compute((n, cb, hp, wp, GROUP), pack, name="data_packed")
 
+    if isa == AVX2:  # the activation widened once per task: vpmaddwd reads int16 pairs
+        stored = packed
+        packed = te.compute(stored.shape, lambda *index: stored(*index).astype(avx2.WEIGHT_DTYPE),
+                            name="data_wide")
+
     def reduced(i, g, y, x, j):  # input channel 4 * g + j, from 16-channel or 4-channel blocks
         if input_packed:
             per_block = layout.BLOCK // GROUP
@@ -165,13 +190,22 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     rc = te.reduce_axis((0, cb), "rc")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
-    rj = te.reduce_axis((0, GROUP), "rj")
-    acc = te.compute(
-        (n, ob, oh, ow, LANES),
-        lambda i, bo, y, x, lo: te.sum(
-            reduced(i, rc, y * sh + ry * dh, x * sw + rx * dw, rj).astype("int32")
-            * weight[bo, rc, ry, rx, lo, rj].astype("int32"), axis=[rc, ry, rx, rj]),
-        name="acc")
+    if isa == AVX2:  # the group's channels 2p + k, as the AVX2 block pairs them
+        rp, rk = te.reduce_axis((0, avx2.PAIR), "rp"), te.reduce_axis((0, avx2.PAIR), "rk")
+        acc = te.compute(
+            (n, ob, oh, ow, LANES),
+            lambda i, bo, y, x, lo: te.sum(
+                reduced(i, rc, y * sh + ry * dh, x * sw + rx * dw, rp * 2 + rk).astype("int32")
+                * weight[bo, rc, ry, rx, rp, lo, rk].astype("int32"), axis=[rc, ry, rx, rp, rk]),
+            name="acc")
+    else:
+        rj = te.reduce_axis((0, GROUP), "rj")
+        acc = te.compute(
+            (n, ob, oh, ow, LANES),
+            lambda i, bo, y, x, lo: te.sum(
+                reduced(i, rc, y * sh + ry * dh, x * sw + rx * dw, rj).astype("int32")
+                * weight[bo, rc, ry, rx, lo, rj].astype("int32"), axis=[rc, ry, rx, rj]),
+            name="acc")
 
     def result(i, oc, y, x):
         return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
@@ -191,7 +225,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
     func = _schedule(func, ow, ob, input_packed, output_packed,
-                     bordered=bordered).without_attr("global_symbol")
+                     bordered=bordered, isa=isa).without_attr("global_symbol")
     if bordered:
         func = layout.fill_border(func, output_padding, epilogue.dtype)
     return func.with_attr("tirx.is_scheduled", True)
@@ -199,24 +233,31 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
 
 def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
               input_packed: bool = False, output_packed: bool = False,
-              bordered: bool = False) -> tvm.tirx.PrimFunc:
-    ensure_registered(INTRIN, _dot_16x4_functions)
+              bordered: bool = False, isa: str = VNNI) -> tvm.tirx.PrimFunc:
+    intrin = avx2.INTRIN if isa == AVX2 else INTRIN
+    ensure_registered(intrin, avx2.dot_functions if isa == AVX2 else _dot_16x4_functions)
     sch = Schedule(func)
-    block = REGISTER_BLOCK
+    block, weight_blocks = REGISTER_BLOCK[isa]
     while out_width % block:  # a whole number of register blocks keeps the tensorized loop clean
         block -= 1
     acc = sch.get_sblock("acc")
-    i, bo, y, x, lo, rc, ry, rx, rj = sch.get_loops(acc)
+    i, bo, y, x, lo, rc, ry, rx, *group = sch.get_loops(acc)
     x_outer, x_inner = sch.split(x, [None, block])
     # two 16-channel weight blocks per step (when there are) reuse each activation load twice
-    bo_outer, bo_inner = sch.split(bo, [None, 2 if out_blocks % 2 == 0 else 1])
-    sch.reorder(i, bo_outer, y, x_outer, rc, ry, rx, bo_inner, x_inner, lo, rj)
+    bo_outer, bo_inner = sch.split(
+        bo, [None, weight_blocks if out_blocks % weight_blocks == 0 else 1])
+    sch.reorder(i, bo_outer, y, x_outer, rc, ry, rx, bo_inner, x_inner, lo, *group)
     # accumulate one register block in a small buffer, written out once per block
     write_back = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(write_back, x_outer)
-    sch.parallel(sch.fuse(i, bo_outer, y))
+    task = sch.fuse(i, bo_outer, y)
+    sch.parallel(task)
+    if isa == AVX2:
+        wide = sch.get_sblock("data_wide")
+        sch.compute_at(wide, task)
+        sch.vectorize(sch.fuse(*sch.get_loops(wide)[-2:]))
     init = sch.decompose_reduction(acc, rc)
-    sch.tensorize(lo, INTRIN)
+    sch.tensorize(lo, intrin)
     sch.unroll(x_inner)
     sch.unroll(bo_inner)
     sch.vectorize(sch.get_loops(write_back)[-1])
