@@ -48,7 +48,7 @@ from bench_workers.protocol import Worker, WorkerError  # noqa: E402
 DEFAULT_MODELS = ("efficientnet_lite0", "resnet50_v2", "mobilenet_v2", "mnist_cnn")
 # (key, label, short name, worker module, spec, int8, peer)
 ROWS = [
-    ("tvm_int8", "tvm_quant_ext int8 (VNNI / AMX kernels, untuned)", "tvm int8", "tvm", {"precision": "int8"}, True, False),
+    ("tvm_int8", "tvm_quant_ext int8 (VNNI / AMX / AVX2 kernels, untuned)", "tvm int8", "tvm", {"precision": "int8"}, True, False),
     ("tvm_int8_vnni", "tvm_quant_ext int8, AMX off (VNNI kernels only)", "tvm int8 no AMX", "tvm",
      {"precision": "int8", "amx": False}, True, False),
     ("tvm_int8_mixed", "tvm_quant_ext int8 + 16-bit points (asym, precision_budget 0.1; untuned)",
@@ -246,7 +246,7 @@ def main(argv=None):
         versions.update(ov_versions)
         log(f"OpenVINO venv: {ov_python or ov_why}")
     peak, peak_how = vnni_peak.measure(args.work, args.threads)
-    log(f"VNNI peak: {peak_how}")
+    log(f"int8 peak: {peak_how}")
     cases, start = [], time.perf_counter()
     for model in args.models:
         for batch in args.batches:
@@ -279,7 +279,7 @@ def write(args, cases, command, peak, peak_how, load, versions, start) -> str:
         "TVM target": f"llvm -mcpu={args.mcpu}" + (
             f" -mattr={','.join(args.target['mattr'])}" if args.target.get("mattr") else ""),
         "calibration images (every quantizer)": args.calib_images,
-        "VNNI peak": f"{peak:.0f} G int8 MAC/s ({peak_how})" if peak else f"n/a ({peak_how})",
+        "int8 peak": f"{peak:.0f} G int8 MAC/s ({peak_how})" if peak else f"n/a ({peak_how})",
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "n/a",
         "wall time": f"{(time.perf_counter() - start) / 60:.1f} min",
     }

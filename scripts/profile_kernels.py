@@ -1,7 +1,8 @@
 """Where the time goes: every TIR kernel of a compiled zoo model, timed on its own (zero inputs),
 times the number of calls in ``main``, grouped by kind; for the int8 conv / dense / depthwise
 kernels also their multiply-accumulates and G MAC/s, and for the 3x3 convs together their
-share of the measured VNNI peak (``--peak``: the bench's ``vpdpbusd`` microkernel).
+share of the measured int8 peak (``--peak``: the bench's ``vpdpbusd`` microkernel, or
+``vpmaddwd`` without VNNI).
 
     python scripts/profile_kernels.py --model efficientnet_lite0 --mode integer [--tuning-db DIR]
     python scripts/profile_kernels.py --model resnet50_v2 --batch 8 --peak
@@ -131,7 +132,7 @@ def main(argv=None):
         import tempfile
 
         peak, how = vnni_peak.measure(tempfile.mkdtemp(), threads.default_thread_count())
-        print(f"VNNI peak: {peak} G MAC/s ({how})")
+        print(f"int8 peak: {peak} G MAC/s ({how})")
     total = sum(per_kernel.values())
     print(f"{args.model} b{args.batch} {args.mode}, {threads.default_thread_count()} threads: "
           f"kernels sum to {total:.2f} ms")

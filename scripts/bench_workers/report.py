@@ -1,6 +1,6 @@
 """The bench's statistics and its Markdown: per row, the median of every timed run over all
 rounds and the spread of the per-block medians (min-max), ms per image, G MAC/s from the ONNX
-graph's conv / matmul count and that rate as a share of the measured VNNI peak."""
+graph's conv / matmul count and that rate as a share of the measured int8 peak."""
 from __future__ import annotations
 
 import statistics
@@ -69,7 +69,7 @@ def summary_line(rows: List[dict]) -> Optional[str]:
 
 
 HEADER = ("| runtime | model | batch | rounds x runs | median ms | block medians ms (min-max) "
-          "| ms / image | G MAC/s | % of VNNI peak |\n|---|---|---|---|---|---|---|---|---|")
+          "| ms / image | G MAC/s | % of int8 peak |\n|---|---|---|---|---|---|---|---|---|")
 SUMMARY = ("| model | batch | tvm_quant_ext int8 ms | fastest ORT int8 ms | OpenVINO int8 ms "
            "| TVM speed vs ORT int8 | TVM speed vs OpenVINO int8 |\n|---|---|---|---|---|---|---|")
 
@@ -84,9 +84,9 @@ How (scripts/bench_cpu.py, helpers in scripts/bench_workers/):
 - Median = median of every timed run of the row; the spread is the lowest and highest block
   median. A call is each runtime's numpy API (input copied in, outputs copied out).
 - G MAC/s = the batch's multiply-accumulates of Conv (depthwise included) and Gemm / MatMul,
-  counted on the ONNX graph, over the median; % of VNNI peak = that over the measured
-  `vpdpbusd` microkernel's rate with the same threads (the int8 ceiling; fp32 rows have a lower
-  one).
+  counted on the ONNX graph, over the median; % of int8 peak = that over the measured
+  `vpdpbusd` microkernel's rate (`vpmaddwd` + `vpaddd` on a CPU without VNNI) with the same
+  threads (the int8 ceiling; fp32 rows have a lower one).
 - Same ONNX file for every runtime, same calibration batches for every quantizer.
   tvm_quant_ext int8: `QConfig(mode="integer")` (per-channel int8 weights, max calibration,
   symmetric int8 activations, 32-bit bias) built
