@@ -229,6 +229,7 @@ def test_residual_add_runs_in_the_conv_epilogue(target, symmetric):
     (16, 48, 32, 7, 1, 0, 1, "uint8"),
     (8, 32, 16, 30, 3, 1, 1, "int8"),    # a plane large enough that the writer computes the border
     (8, 20, 16, 28, 3, 1, 2, "uint8"),   # ... with a partial channel block, stride 2
+    (16, 32, 64, 7, 3, 1, 1, "int8"),    # an odd row: AVX2 blocks 1 column x 4 weight blocks
 ])
 def test_packed_link_equals_nchw(target, case):
     from tvm_quant_ext.backend.cpu import vnni

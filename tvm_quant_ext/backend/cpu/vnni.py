@@ -240,6 +240,10 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
     block, weight_blocks = REGISTER_BLOCK[isa]
     while out_width % block:  # a whole number of register blocks keeps the tensorized loop clean
         block -= 1
+    if block * weight_blocks < 4 and out_blocks % (4 // block) == 0:
+        # an odd row (7x7, stride-2 planes) leaves AVX2 one column: fill the registers with
+        # more weight blocks instead
+        weight_blocks = 4 // block
     acc = sch.get_sblock("acc")
     i, bo, y, x, lo, rc, ry, rx, *group = sch.get_loops(acc)
     x_outer, x_inner = sch.split(x, [None, block])
