@@ -1,4 +1,5 @@
-"""int8 conv2d / dense on x86 AVX-512 VNNI (``vpdpbusd``).
+"""int8 conv2d / dense on x86 AVX-512 VNNI (``vpdpbusd``), or on AVX2 without VNNI with the
+16x4 block of ``avx2.py`` (``vpmaddwd``; ``isa=AVX2``).
 
 ``vpdpbusd`` multiplies 4 unsigned bytes by 4 signed bytes and adds the 4 products into an
 int32 lane, 16 lanes at a time: one instruction does 64 multiply-adds where an fp32 FMA does 16.
