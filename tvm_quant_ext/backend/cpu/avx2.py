@@ -19,14 +19,14 @@ from tvm.script import tirx as T
 
 LANES, GROUP, PAIR = 16, 4, 2
 INTRIN = "tvm_quant_ext.dot_16x4_u8i16i32_avx2"
-WEIGHT_DTYPE = "int16"
+WIDE_DTYPE = "int16"  # both vpmaddwd operands: the weight and the widened activation
 
 
 def weight_block(block: np.ndarray) -> np.ndarray:
     """(..., 16o, 4i) int8 weight blocks -> (..., 2p, 16o, 2k) int16 (input channel 2p + k)."""
     lead = block.shape[:-2]
     return np.ascontiguousarray(
-        block.reshape(*lead, LANES, PAIR, PAIR).swapaxes(-3, -2).astype(WEIGHT_DTYPE))
+        block.reshape(*lead, LANES, PAIR, PAIR).swapaxes(-3, -2).astype(WIDE_DTYPE))
 
 
 def dot_functions():

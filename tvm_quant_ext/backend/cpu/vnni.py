@@ -156,7 +156,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     else:
         data = te.placeholder((n, c, h, w), data_dtype, "data")
     if isa == AVX2:
-        weight = te.placeholder((ob, cb, kh, kw, avx2.PAIR, LANES, avx2.PAIR), avx2.WEIGHT_DTYPE,
+        weight = te.placeholder((ob, cb, kh, kw, avx2.PAIR, LANES, avx2.PAIR), avx2.WIDE_DTYPE,
                                 "weight_packed")
     else:
         weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
@@ -178,7 +178,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
 
     if isa == AVX2:  # the activation widened once per task: vpmaddwd reads int16 pairs
         stored = packed
-        packed = te.compute(stored.shape, lambda *index: stored(*index).astype(avx2.WEIGHT_DTYPE),
+        packed = te.compute(stored.shape, lambda *index: stored(*index).astype(avx2.WIDE_DTYPE),
                             name="data_wide")
 
     def reduced(i, g, y, x, j):  # input channel 4 * g + j, from 16-channel or 4-channel blocks
@@ -193,20 +193,22 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     rx = te.reduce_axis((0, kw), "rx")
     if isa == AVX2:  # the group's channels 2p + k, as the AVX2 block pairs them
         rp, rk = te.reduce_axis((0, avx2.PAIR), "rp"), te.reduce_axis((0, avx2.PAIR), "rk")
-        acc = te.compute(
-            (n, ob, oh, ow, LANES),
-            lambda i, bo, y, x, lo: te.sum(
-                reduced(i, rc, y * sh + ry * dh, x * sw + rx * dw, rp * 2 + rk).astype("int32")
-                * weight[bo, rc, ry, rx, rp, lo, rk].astype("int32"), axis=[rc, ry, rx, rp, rk]),
-            name="acc")
+        group, channel = [rp, rk], rp * 2 + rk
+
+        def weight_at(bo, ry, rx, lo):
+            return weight[bo, rc, ry, rx, rp, lo, rk]
     else:
         rj = te.reduce_axis((0, GROUP), "rj")
-        acc = te.compute(
-            (n, ob, oh, ow, LANES),
-            lambda i, bo, y, x, lo: te.sum(
-                reduced(i, rc, y * sh + ry * dh, x * sw + rx * dw, rj).astype("int32")
-                * weight[bo, rc, ry, rx, lo, rj].astype("int32"), axis=[rc, ry, rx, rj]),
-            name="acc")
+        group, channel = [rj], rj
+
+        def weight_at(bo, ry, rx, lo):
+            return weight[bo, rc, ry, rx, lo, rj]
+    acc = te.compute(
+        (n, ob, oh, ow, LANES),
+        lambda i, bo, y, x, lo: te.sum(
+            reduced(i, rc, y * sh + ry * dh, x * sw + rx * dw, channel).astype("int32")
+            * weight_at(bo, ry, rx, lo).astype("int32"), axis=[rc, ry, rx, *group]),
+        name="acc")
 
     def result(i, oc, y, x):
         return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
