@@ -24,9 +24,16 @@ PACKED_TARGETS = [pytest.param(VNNI_TARGET, id="vnni", marks=needs_vnni),
                   pytest.param(AVX2_TARGET, id="avx2", marks=needs_avx2)]
 
 
+def packed_isa(target) -> str:
+    """The instruction set the packed kernels built for ``target`` run on (``vnni.dot_isa``)."""
+    from tvm_quant_ext.backend.cpu import vnni
+    return vnni.dot_isa(tvm.target.Target(target))
+
+
 def packed_kernel_tag(target) -> str:
     """What the packed conv kernels built for ``target`` are named after: "vnni" or "avx2"."""
-    return "avx2" if target == AVX2_TARGET else "vnni"
+    from tvm_quant_ext.backend.cpu import vnni
+    return vnni.KERNEL_TAG[packed_isa(target)]
 
 
 def kernel_calls(mod):

@@ -13,7 +13,7 @@ from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
 from kernel_checks import (HOST, PACKED_TARGETS, VNNI_TARGET, assert_same_as_unfused,
                            call_tir_names, integer_quantized, kernel_calls, needs_vnni,
-                           packed_kernel_tag, run_kernel,
+                           packed_isa, packed_kernel_tag, run_kernel,
                            shift_requantize, to_blocked)
 from graphs import depthwise_block, residual_stack, tiny_resnet
 from int8_graphs import int8_conv_block
@@ -213,7 +213,7 @@ def test_residual_add_runs_in_the_conv_epilogue(target, symmetric):
     # away, travels as its low 32 bits
     assert _kernel_args(lowered, convs[-2])[-1] == (1, 3, 6, 6, 16)
     assert str(_kernel_call(lowered, convs[-3]).ty.dtype) == "int32"
-    isa = {"vnni": "avx512vnni", "avx2": "avx2"}[tag]
+    isa = packed_isa(target)
     assert_same_as_unfused(qmod, [
         tvm_quant_ext.build(qmod, target),
         tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False, isa=isa), target)],
@@ -249,7 +249,7 @@ def test_packed_link_equals_nchw(target, case):
     x = rng.integers(-128, 128, (1, c, size, size)).astype("int8")
     w1 = rng.integers(-127, 128, (mid, c, 1, 1)).astype("int8")
     w2 = rng.integers(-127, 128, (o, mid, k, k)).astype("int8")
-    isa = {"vnni": vnni.VNNI, "avx2": vnni.AVX2}[packed_kernel_tag(target)]
+    isa = packed_isa(target)
 
     def run(func, *arrays):
         return run_kernel(func, *arrays, target=target)

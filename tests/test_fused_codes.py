@@ -13,7 +13,7 @@ from tvm_quant_ext.backend.cpu.pool import max_pool_kernel
 from tvm_quant_ext.graph import is_const
 
 from kernel_checks import (PACKED_TARGETS, VNNI_TARGET, assert_same_as_unfused, call_tir_names,
-                           integer_quantized, kernel_calls, needs_vnni, packed_kernel_tag,
+                           integer_quantized, kernel_calls, needs_vnni, packed_isa, packed_kernel_tag,
                            run_kernel, to_blocked)
 from graphs import tiny_resnet
 
@@ -98,7 +98,7 @@ def test_stem_max_pool_runs_blocked_between_the_convs(target, symmetric):
     tag = packed_kernel_tag(target)
     assert names[stem].startswith(f"conv2d_int8_{tag}_packed"), names
     assert names[stem + 2].startswith(f"conv2d_int8_{tag}"), names
-    isa = {"vnni": "avx512vnni", "avx2": "avx2"}[tag]
+    isa = packed_isa(target)
     assert_same_as_unfused(qmod, [
         tvm_quant_ext.build(qmod, target),
         tvm_quant_ext.build(fuse_int8_layers(qmod, pools=False, isa=isa), target)],

@@ -1,8 +1,10 @@
 """The measured int8 peak: ``vnni_peak.c`` compiled with gcc (``-O3 -mavx512f -mavx512vl
 -mavx512vnni``) into the bench's work folder in a few variants (zmm / ymm, 8 / 16 chains) and
 run with the bench's thread count; on a CPU with AVX2 but no VNNI its ``vpmaddwd`` + ``vpaddd``
-chains instead (``-mavx2 -DMADDWD``: the exact int8 path of the AVX2 kernels). The peak is the best variant's best repeat (a peak is a
-maximum: a repeat slowed by another process says nothing about the hardware). Never raises: without gcc or VNNI the reason comes back and the % column says n/a."""
+chains instead (``-mavx2 -DMADDWD``: the exact int8 path of the AVX2 kernels). The peak is
+the best variant's best repeat (a peak is a maximum: a repeat slowed by another process says
+nothing about the hardware). Never raises: without gcc or either instruction set the reason
+comes back and the % column says n/a."""
 from __future__ import annotations
 
 import json
@@ -36,10 +38,10 @@ def measure(work: str, threads: int, seconds: float = 0.5,
     """(peak G int8 MAC/s or None, what was run or why not)."""
     flags = _cpu_flags()
     if "avx512_vnni" in flags:
-        variants, instruction = VARIANTS, "vpdpbusd"
+        variants, instruction, tag = VARIANTS, "vpdpbusd", "vnni"
         options = ["-mavx512f", "-mavx512vl", "-mavx512vnni"]
     elif "avx2" in flags:
-        variants, instruction = AVX2_VARIANTS, "vpmaddwd + vpaddd (no VNNI)"
+        variants, instruction, tag = AVX2_VARIANTS, "vpmaddwd + vpaddd (no VNNI)", "maddwd"
         options = ["-mavx2", "-DMADDWD"]
     else:
         return None, "this CPU has neither AVX-512 VNNI nor AVX2 (in /proc/cpuinfo)"
@@ -48,7 +50,6 @@ def measure(work: str, threads: int, seconds: float = 0.5,
         return None, f"no gcc on PATH to build the {instruction} microkernel"
     best, lines = None, []
     for width, chains in variants:
-        tag = "maddwd" if "-DMADDWD" in options else "vnni"
         binary = os.path.join(work, f"{tag}_peak_{width}_{chains}")
         if not os.path.exists(binary) or os.path.getmtime(binary) < os.path.getmtime(SOURCE):
             cmd = [gcc, "-O3", *options, f"-DWIDTH={width}",

@@ -4,10 +4,10 @@
 byte multiply ``vpmaddubsw`` adds pairs of products into int16 with saturation (255 * 127 * 2
 > 32767), the loss ONNX Runtime answers with 7-bit weights (``reduce_range``). ``vpmaddwd``
 multiplies int16 pairs and adds each pair into an int32 lane, which cannot overflow on 8-bit
-values: the weight is stored widened to int16 at build time, the 4 activation bytes of a lane
-are spread into two zero-extended int16 pairs by ``vpshufb``, and one 16x4 block is 4
-``vpmaddwd`` on 256-bit registers (16 multiply-adds each, as many as ``vpmaddubsw`` gives
-before its own widening step).
+values: the weight is stored widened to int16 at build time, the kernel widens its input rows
+to int16 once per task (``vnni.conv2d_kernel``), so the 4 activation channels of a group are
+two broadcast int16 pairs, and one 16x4 block is 4 ``vpmaddwd`` on 256-bit registers (16
+multiply-adds each, as many as ``vpmaddubsw`` gives before its own widening step).
 
 The weight block is laid out ``2 x 16o x 2i`` (input channels ``2p + k``): each 256-bit load
 holds the (channel pair p) weights of 8 output channels, lane o beside its pair.

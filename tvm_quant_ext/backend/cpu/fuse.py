@@ -32,6 +32,7 @@ from .int32_runs import collapse_int32_runs
 from .int32_steps import narrow_steps
 from .layers import (LAYER_KERNELS, FuseOptions, border_read, layer_macs, layer_output_range,
                      layer_window, links_packed)
+from .vnni import VNNI
 
 OPAQUE = 8  # relax.analysis' OpPatternKind.kOpaque
 MACS_ATTR = "tvm_quant_ext.macs"  # a fused layer kernel's multiply-accumulates per call
@@ -252,7 +253,7 @@ class _FuseLayers(relax.PyExprMutator):
         self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(value)))
 
 
-def pack_int8_layers(mod: tvm.IRModule, isa: str = "avx512vnni") -> tvm.IRModule:
+def pack_int8_layers(mod: tvm.IRModule, isa: str = VNNI) -> tvm.IRModule:
     """Rewrite int8 conv2d/matmul layers of every Relax function onto the VNNI kernel, with no
     epilogue (int32 out): the unfused form."""
     return fuse_int8_layers(mod, vnni=True, depthwise=False, epilogue=False, pools=False,
@@ -263,7 +264,7 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
                      epilogue: bool = True, packed_links: bool = True,
                      sides: bool = True, int32_runs: bool = True,
                      pools: bool = True, int32_steps: bool = True,
-                     amx: bool = False, isa: str = "avx512vnni") -> tvm.IRModule:
+                     amx: bool = False, isa: str = VNNI) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked

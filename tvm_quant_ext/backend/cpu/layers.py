@@ -32,7 +32,7 @@ from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_sh
                         pack_depthwise_weight)
 from .epilogue import Epilogue
 from .pool import max_pool_kernel
-from .vnni import VNNI
+from .vnni import KERNEL_TAG, VNNI
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
                                       output_packed=options.output_packed,
                                       output_padding=options.output_padding,
                                       isa=options.isa)
-            name = "conv2d_int8_" + ("vnni" if options.isa == VNNI else options.isa)
+            name = "conv2d_int8_" + KERNEL_TAG[options.isa]
             packed_weight = vnni.pack_weight(weight, options.input_packed, options.isa)
         consts = [packed_weight, packed.shift_correction(weight, data_dtype)]
         return _maybe_packed(LayerKernel(func, name, consts, out_shape), options, epilogue.dtype)
@@ -243,9 +243,8 @@ def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[La
                               epilogue_index=lambda i, oc, y, x: (i, oc), isa=options.isa)
     consts = [vnni.pack_weight(weight, isa=options.isa),
               packed.shift_correction(weight, data_dtype)]
-    return LayerKernel(func, "dense_int8_" + ("vnni" if options.isa == VNNI else options.isa),
-                       consts, (rows, weight.shape[0], 1, 1),
-                       reshape_to=(rows, weight.shape[0]))
+    return LayerKernel(func, "dense_int8_" + KERNEL_TAG[options.isa], consts,
+                       (rows, weight.shape[0], 1, 1), reshape_to=(rows, weight.shape[0]))
 
 
 @register_pool("relax.nn.max_pool2d")

@@ -45,6 +45,7 @@ VNNI, AVX2 = "avx512vnni", "avx2"  # the instruction sets the kernel's 16x4 bloc
 # output columns x 16-channel weight blocks accumulated in registers per weight load: AVX2's
 # 16 registers of 8 lanes hold 2 x 2 blocks of accumulators beside the weights
 REGISTER_BLOCK = {VNNI: (8, 2), AVX2: (2, 2)}
+KERNEL_TAG = {VNNI: "vnni", AVX2: "avx2"}  # what the kernels built on each are named after
 
 
 def _dot_16x4_functions():
