@@ -140,6 +140,22 @@ def test_an_int32_affine_fit_of_a_q31_requantize_holds_in_int32(multipliers, wei
     np.testing.assert_array_equal(np.clip(int32, lo, hi), target)
 
 
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(-(2**15), 2**15), st.integers(-(2**15), 2**15), st.integers(-(2**20), 2**20),
+       st.integers(0, 12), clip_ranges)
+def test_an_int32_affine_function_of_two_codes_is_found_again(a, c, b, s, bounds):
+    # a function of a pair of codes that has the int32 form is found, and the int32 arithmetic
+    # itself (wrapping numpy int32) gives it on every pair
+    lo, hi = bounds
+    target = fp.Int32PairAffine(a, c, b, s, lo, hi).apply(CODES, CODES)
+    fit = fp.fit_int32_pair_affine(CODES, CODES, target, lo, hi, a / 2.0**s, c / 2.0**s)
+    assert fit is not None
+    x, y = CODES.astype(np.int32)[:, None], CODES.astype(np.int32)[None, :]
+    with np.errstate(over="ignore"):
+        int32 = (x * np.int32(fit.a) + y * np.int32(fit.c) + np.int32(fit.b)) >> np.int32(fit.s)
+    np.testing.assert_array_equal(np.clip(int32, lo, hi), target)
+
 def test_a_q31_batchnorm_on_codes_has_an_int32_form():
     # the case the backend rewrites: realistic BatchNorm scales on int8 codes all fit
     rng = np.random.default_rng(0)

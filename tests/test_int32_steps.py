@@ -12,8 +12,11 @@ from tvm.s_tir import Schedule
 
 from tvm_quant_ext import fixed_point as fp
 from tvm_quant_ext.backend.cpu.epilogue import EPILOGUE_OPS, Epilogue, Side, Step
+from tvm_quant_ext.backend.cpu.int32_runs import (INT32_AFFINE, INT32_PAIR_AFFINE,
+                                                  collapse_int32_runs)
 from tvm_quant_ext.backend.cpu.int32_steps import Q31_HIGH, Q31_SPLIT, narrow_steps
 from tvm_quant_ext.backend.cpu.layers import layer_output_range
+from tvm_quant_ext.passes.realize.integer.elementwise import residual_common_scale
 
 from kernel_checks import HOST
 
@@ -213,6 +216,7 @@ def _compiled(epilogue: Epilogue, n: int):
         lib(*[tvm.runtime.tensor(a) for a in
               (values, *epilogue.tensor_operands(), *side_values)], result)
         return result.numpy()
+    run.assembly = lib.mod.inspect_source("s")
     return run
 
 
@@ -302,3 +306,62 @@ def test_a_channel_with_a_constant_output_gets_a_bias_that_fits_int32(clip_lo, r
     x = np.stack([np.arange(-1000, 1001), np.linspace(-2**20, 2**20, 2001).astype(int)], 1)
     x = x.astype(np.int32)
     np.testing.assert_array_equal(evaluate(narrowed, x), evaluate(steps, x))
+
+
+@pytest.mark.parametrize("widest", [2**15 - 1, 2**15])
+def test_a_per_channel_code_multiplier_of_15_bits_is_a_16_bit_multiply(widest):
+    # A ResNet v2 block end's BatchNorm on its code (int32_runs' affine step) multiplies by a
+    # per-channel int32 loaded from memory: LLVM knows nothing of its range and uses vpmulld
+    # (two micro-ops) unless the kernel shows the multiplier fits 15 bits; then vpmaddwd (or
+    # vpdpwssd, with the add). A multiplier of 16 bits keeps the 32-bit multiply. Same values
+    n = 64
+    a = np.linspace(0, widest, n).astype(np.int32)
+    b = np.arange(n, dtype=np.int32) * 1000 - 30000
+    affine = Step(INT32_AFFINE, (a, b, np.asarray(13, np.int32)), "int32", (0, 127))
+    steps = [Step("relax.clip", (), "int32", (-127, 127)), affine]
+    run = _compiled(Epilogue(steps), n)
+    x = _inputs(-300, 300, n)
+    np.testing.assert_array_equal(run(x), evaluate(steps, x))
+    assert ("pmaddwd" in run.assembly or "vpdpwssd" in run.assembly) == (widest < 2**15)
+
+
+def _rescale(multiplier, bound):
+    """The realize's Q31 multiply of a value (``IntegerRealizer.fixed_point_multiply``)."""
+    form = fp.fixed_point(multiplier, bound)
+    r = int(np.asarray(form.rshift).reshape(()))
+    return [Step("relax.astype", (), "int64"),
+            Step("relax.multiply", (_const(int(np.asarray(form.m0).reshape(()))),), "int64"),
+            Step("relax.add", (_const(1 << (r - 1)),), "int64"),
+            Step("relax.right_shift", (_const(r),), "int64")]
+
+
+def _residual_add(scale_x, scale_y, scale_out, channels):
+    """A residual add of two int8 codes as the realize writes it (each rescaled to the common
+    scale, the int32 sum requantized to an int8 code)."""
+    common = residual_common_scale([scale_x, scale_y], [8, 8])
+    return [*_rescale(scale_x / common, 128),
+            Step("relax.add", (), "int64", side=_side(channels, _rescale(scale_y / common, 128))),
+            Step("relax.astype", (), "int32"),
+            *_rescale(common / scale_out, 2**29),
+            Step("relax.clip", (), "int64", (-127, 127)),
+            Step("relax.astype", (), "int8")]
+
+
+def test_a_residual_add_of_two_codes_is_one_int32_affine_step_on_every_pair():
+    # three roundings deep (each branch's rescale, the sum's requantize), on two 8-bit codes
+    # the realize's residual add is one clipped int32 affine function of the pair; the fit is
+    # checked on all 65,536 pairs, here by the numpy rules and by the compiled kernel
+    rng = np.random.default_rng(0)
+    x, y = (g.reshape(-1) for g in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    x, y = x.astype(np.int8), y.astype(np.int8)
+    for trial in range(12):
+        scale_x, scale_y, scale_out = np.exp(rng.uniform(-3, 3, 3)) * 0.05
+        steps = _residual_add(scale_x, scale_y, scale_out, x.size)
+        collapsed = collapse_int32_runs(Epilogue(steps), (1, x.size), "int8")
+        assert [s.op for s in collapsed.steps][:1] == [INT32_PAIR_AFFINE], collapsed.steps
+        expected = evaluate(steps, x, [y])
+        np.testing.assert_array_equal(evaluate(collapsed.steps, x, [y]), expected)
+        if trial < 3:
+            kernel = narrow_steps(collapsed, "int32", (-128, 127), ndim=2)
+            np.testing.assert_array_equal(_compiled(kernel, x.size)(x.astype(np.int32), [y]),
+                                          expected)

@@ -228,6 +228,64 @@ def _checked(fit: Int32Affine, xs, target) -> Optional[Int32Affine]:
     return fit if np.array_equal(fit.apply(xs), target) else None
 
 
+@dataclass(frozen=True)
+class Int32PairAffine:
+    """``clip((x * a + y * c + b) >> s, lo, hi)`` of two codes ``x`` and ``y`` computed in
+    int32, one set of constants for every channel."""
+
+    a: int
+    c: int
+    b: int
+    s: int
+    lo: int
+    hi: int
+
+    def apply(self, xs, ys) -> np.ndarray:
+        """(len(xs), len(ys)) values, in int64 numpy."""
+        x = np.asarray(xs, np.int64)[:, None]
+        y = np.asarray(ys, np.int64)[None, :]
+        return np.clip((x * self.a + y * self.c + self.b) >> self.s, self.lo, self.hi)
+
+
+def fit_int32_pair_affine(xs, ys, target, lo: int, hi: int, slope_x: float,
+                          slope_y: float) -> Optional[Int32PairAffine]:
+    """An ``Int32PairAffine`` equal to ``target[i, j]`` at every ``(xs[i], ys[j])``, or None
+    when there is none near the slopes.
+
+    ``target`` is what a chain of integer steps gives two codes, already clipped to ``[lo,
+    hi]``: a residual add (each code rescaled to the sum's scale by a Q31 multiply, the sum
+    requantized to a code). On codes that chain, three roundings deep, is usually one clipped
+    affine function of the pair: as in ``fit_int32_affine``, for each ``s`` and each ``a``,
+    ``c`` next to ``slope * 2^s`` the ``b`` that reproduce every target form an interval, so
+    the search is exact; the smallest ``s`` whose terms stay within int32 is used."""
+    x = np.asarray(xs, np.int64)[:, None]
+    y = np.asarray(ys, np.int64)[None, :]
+    target = np.asarray(target, np.int64)
+    inner_lo, inner_hi = target > lo, target < hi
+    span_x, span_y = int(np.abs(x).max()), int(np.abs(y).max())
+    for s in range(31):
+        unit = 1 << s
+        centre_a, centre_c = round(slope_x * unit), round(slope_y * unit)
+        if (abs(centre_a) - 1) * span_x + (abs(centre_c) - 1) * span_y > 2 * INT32_LIMIT:
+            break  # larger s only makes the terms larger
+        for a in (centre_a, centre_a - 1, centre_a + 1):
+            for c in (centre_c, centre_c - 1, centre_c + 1):
+                v = x * a + y * c
+                lower = int(np.where(inner_lo, target * unit - v, np.iinfo(np.int64).min).max())
+                upper = int(np.where(inner_hi, (target + 1) * unit - 1 - v,
+                                     np.iinfo(np.int64).max).min())
+                if lower > upper:
+                    continue
+                b = min(max(0, lower), upper)
+                terms = abs(a) * span_x + abs(c) * span_y + abs(b)  # every partial sum
+                if terms <= INT32_LIMIT:
+                    fit = Int32PairAffine(a, c, b, s, lo, hi)
+                    # the intervals are exact; the re-check keeps a mistake in them from ever
+                    # becoming a kernel that differs from the graph
+                    return fit if np.array_equal(fit.apply(xs, ys), target) else None
+    return None
+
+
 HIGH_HALF_MIN_SHIFT = 33  # (x * M0 + 2^(r-1)) >> r from the product's high 32 bits: r >= 33
 HIGH_HALF_MAX_SHIFT = 62  # and 2^(r-33) <= 2^29, so the rounding add stays within int32
 

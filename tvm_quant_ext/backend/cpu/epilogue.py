@@ -104,6 +104,23 @@ def register_epilogue(op: str, read=_constant_operands, numpy=None):
     return wrap
 
 
+INT16_MAX = 2**15 - 1
+
+
+def multiplier_operand(expr, values: np.ndarray):
+    """``expr``, a constant multiplier read per channel, as LLVM's ``vpmaddwd`` wants it when
+    every value is in [0, 2^15): masked to its low 15 bits (which leaves the values as they
+    are). A loaded int32 has no known range, so LLVM multiplies by it with ``vpmulld`` (two
+    micro-ops on 16 lanes); with 17 known-zero high bits, and a code of at most 16 significant
+    bits on the other side, it takes ``vpmaddwd``, or ``vpdpwssd`` with the add that follows."""
+    values = np.asarray(values)
+    if isinstance(expr, tvm.tirx.IntImm) or values.dtype != np.int32 or not values.size:
+        return expr  # a constant's range LLVM knows
+    if values.min() >= 0 and values.max() <= INT16_MAX:
+        return tvm.tirx.bitwise_and(expr, tvm.tirx.const(INT16_MAX, "int32"))
+    return expr
+
+
 @register_epilogue("relax.add")
 def _add(x, operands, step):
     return x + operands[0]

@@ -36,12 +36,13 @@ import tvm
 from ...fixed_point import (high_half_operands, multiply_high_half, multiply_split,
                             split_operands)
 from .epilogue import (EPILOGUE_OPS, INTEGER_DTYPES, NARROW_DTYPES, RING_OPS, Epilogue, Step,
-                       register_epilogue, wraps_before_use)
-from .int32_runs import CHANNEL_AXIS, INT32_AFFINE, channel_values
+                       multiplier_operand, register_epilogue, wraps_before_use)
+from .int32_runs import CHANNEL_AXIS, INT32_AFFINE, INT32_PAIR_AFFINE, channel_values
 
 Q31_HIGH = "tvm_quant_ext.q31_high"        # not Relax ops: only this rewrite makes these steps
 Q31_SPLIT = "tvm_quant_ext.q31_split"
 INT32_FENCE = "tvm_quant_ext.int32_fence"
+AFFINE_STEPS = (INT32_AFFINE, INT32_PAIR_AFFINE)  # int32_runs' steps: their rules cast to int32
 
 Range = Tuple[object, object]  # (lo, hi): Python integers, or object arrays a channel
 INT32_RANGE = (-2**31, 2**31 - 1)
@@ -76,7 +77,9 @@ def _q31_split(x, operands, step):
     # x is read twice: bound once (TE expressions are trees, so it would be computed twice)
     value = tvm.tirx.Var("x", "int32")
     return tvm.tirx.Let(value, x.astype("int32"),
-                        value * high + ((value * low + rounding) >> rshift))
+                        value * multiplier_operand(high, step.operands[0])
+                        + ((value * multiplier_operand(low, step.operands[1]) + rounding)
+                           >> rshift))
 
 
 @register_epilogue(INT32_FENCE, numpy=lambda x, operands, step: x)
@@ -229,11 +232,7 @@ class _Walk:
         s = rest[0]
         if s.op == "relax.astype":
             self.cast(s)
-        elif s.side is not None:
-            self.side_step(s, rest)
-        elif s.op in TRANSFER or s.op == "relax.clip":
-            self.constant_step(s, rest)
-        elif s.op == INT32_AFFINE and self.narrow():
+        elif s.op in AFFINE_STEPS and self.narrow():
             # its rule casts to int32 itself: the same number, or (wrapped) the same low bits
             lo, hi = s.attrs
             if s.dtype == "int64":
@@ -242,8 +241,12 @@ class _Walk:
                 self.steps.append(s)
                 self.computed = self.logical = s.dtype
                 self.known, self.wrapped = (lo, hi), False
+        elif s.side is not None and s.op != INT32_PAIR_AFFINE:
+            self.side_step(s, rest)
+        elif s.op in TRANSFER or s.op == "relax.clip":
+            self.constant_step(s, rest)
         else:
-            self.as_is(s, s.attrs if s.op == INT32_AFFINE else None)
+            self.as_is(s, s.attrs if s.op in AFFINE_STEPS else None)
         return 1
 
     def cast(self, s: Step):
