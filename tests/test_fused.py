@@ -9,6 +9,7 @@ from tvm import relax
 
 import tvm_quant_ext
 from tvm_quant_ext.backend.build import lower
+from tvm_quant_ext.backend.cpu.epilogue import Epilogue, Step, fold_into_first_add
 from tvm_quant_ext.backend.cpu.fuse import fuse_int8_layers
 
 from kernel_checks import (HOST, PACKED_TARGETS, VNNI_TARGET, assert_same_as_unfused,
@@ -37,6 +38,26 @@ def test_chain_becomes_one_kernel():
     lowered = lower(mod, tvm.target.Target(VNNI_TARGET))
     conv = lowered["conv2d_int8_vnni"]
     assert str(conv.params[-1].dtype) == "int8"  # 0.27: params are buffer-typed
+    # the int8 input's shift correction rides on the bias add: no argument of its own
+    assert "correction" not in [p.name for p in conv.params], conv.params
+
+
+def test_the_shift_correction_folds_into_an_int32_bias_add_with_its_wrapping():
+    rng = np.random.default_rng(0)
+    bias = rng.integers(-2**31, 2**31, (1, 8, 1, 1)).astype(np.int32)
+    correction = rng.integers(-2**31, 2**31, 8).astype(np.int32)
+    steps = [Step("relax.add", (bias,), "int32"), Step("relax.astype", (), "int8")]
+    folded = fold_into_first_add(Epilogue(steps), -correction.astype(np.int64), 4)
+    acc = rng.integers(-2**31, 2**31, (5, 8, 3, 3)).astype(np.int32)
+    with np.errstate(over="ignore"):
+        expected = (acc - correction.reshape(1, 8, 1, 1) + bias).astype(np.int8)
+        got = (acc + folded.steps[0].operands[0]).astype(np.int8)
+    np.testing.assert_array_equal(got, expected)
+    assert folded.steps[1:] == steps[1:]
+    # an int64 add (a bias the ranges kept wide) or a chain without an add keeps its correction
+    wide = [Step("relax.add", (bias.astype(np.int64),), "int64")]
+    assert fold_into_first_add(Epilogue(wide), correction, 4) is None
+    assert fold_into_first_add(Epilogue(steps[1:]), correction, 4) is None
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

@@ -131,10 +131,12 @@ def tile_rows(out_width: int) -> int:
 
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), epilogue=None, input_border=None,
-                  output_packed: bool = False, output_padding=(0, 0, 0, 0)) -> tvm.tirx.PrimFunc:
+                  output_packed: bool = False, output_padding=(0, 0, 0, 0),
+                  shift_correction: bool = True) -> tvm.tirx.PrimFunc:
     """The scheduled AMX conv2d: (data in the blocked layout, ``pack_weight``'s weight,
-    correction, *epilogue tensors, *side tensors) -> the epilogue's output, NCHW or (with
-    ``output_packed``) blocked with a border of ``output_padding``. As ``vnni.conv2d_kernel``
+    correction (unless not ``shift_correction``), *epilogue tensors, *side tensors) -> the
+    epilogue's output, NCHW or (with ``output_packed``) blocked with a border of
+    ``output_padding``. As ``vnni.conv2d_kernel``
     with ``input_packed``: ``data_shape`` is the unpadded NCHW shape, the input bordered with
     ``padding`` or ``input_border``; dilation 1."""
     epilogue = epilogue or Epilogue()
@@ -157,7 +159,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         blocks, kw, sh, sw, offset_y, offset_x = -(-blocks // deep), deep, 1, deep, 0, 0
     weight = te.placeholder((ob, kh, blocks, kw, layout.BLOCK // GROUP, LANES, GROUP), "int8",
                             "weight_packed")
-    correction = te.placeholder((o,), "int32", "correction")
+    corrections = layout.correction_arguments(o, shift_correction)
     extra, sides = epilogue.placeholders()
 
     rb = te.reduce_axis((0, blocks), "rb")
@@ -175,8 +177,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         name="acc")
 
     def result(i, oc, y, x):
-        return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
-                              (i, oc, y, x), extra, sides)
+        value = layout.corrected(acc[i, oc // LANES, y, x, oc % LANES], corrections, oc)
+        return epilogue.apply(value, (i, oc, y, x), extra, sides)
 
     bordered = output_packed and any(int(v) for v in output_padding)
     if bordered:  # as vnni.py: the interior into the bordered output after each register block
@@ -186,7 +188,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         out = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype)
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
-    func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
+    func = te.create_prim_func([data, weight, *corrections, *extra, *sides, out])
     func = _schedule(func, (oh, ow), ob, sw, kw, bordered, deep=bool(deep))
     if bordered:
         func = layout.fill_border(func, output_padding, epilogue.dtype)

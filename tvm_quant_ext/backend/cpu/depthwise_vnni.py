@@ -111,9 +111,11 @@ def pack_weight(weight: np.ndarray) -> np.ndarray:
 def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
                      padding=(0, 0, 0, 0), epilogue: Optional[Epilogue] = None,
                      input_packed: bool = False, input_border=None,
-                     output_packed: bool = False) -> tvm.tirx.PrimFunc:
+                     output_packed: bool = False,
+                     shift_correction: bool = True) -> tvm.tirx.PrimFunc:
     """Depthwise conv2d over 16-channel blocks: (data, ``pack_weight(w)``,
-    ``depthwise.depthwise_shift_correction(w, data_dtype)``, *epilogue tensors) -> out.
+    ``depthwise.depthwise_shift_correction(w, data_dtype)`` (unless not ``shift_correction``),
+    *epilogue tensors) -> out.
 
     ``data`` is NCHW ``data_dtype`` (gathered first into a bordered blocked uint8 copy, in
     parallel over rows) or, with ``input_packed``, the blocked uint8 tensor of those codes with
@@ -160,7 +162,7 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
 
         stored = te.compute(layout.packed_shape(data_shape, needed), gather, name="padded")
     weight = te.placeholder((blocks, kh, len(groups), LANES, GROUP), "int8", "weight")
-    correction = te.placeholder((blocks * LANES,), "int32", "correction")
+    corrections = layout.correction_arguments(blocks * LANES, shift_correction)
     extra, sides = epilogue.placeholders()
 
     ry = te.reduce_axis((0, kh), "ry")
@@ -180,14 +182,14 @@ def depthwise_kernel(data_shape, weight_shape, data_dtype: str, strides=(1, 1),
         name="acc")
 
     def result(i, ch, y, x):
-        return epilogue.apply(acc[i, ch // LANES, y, x, ch % LANES] - correction[ch],
-                              (i, ch, y, x), extra, sides)
+        value = layout.corrected(acc[i, ch // LANES, y, x, ch % LANES], corrections, ch)
+        return epilogue.apply(value, (i, ch, y, x), extra, sides)
 
     if output_packed:
         out = layout.blocked_output(result, (n, c, oh, ow), epilogue.dtype)
     else:
         out = te.compute((n, c, oh, ow), result, name="out")
-    func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
+    func = te.create_prim_func([data, weight, *corrections, *extra, *sides, out])
     return _schedule(func, ow, input_packed, output_packed)
 
 

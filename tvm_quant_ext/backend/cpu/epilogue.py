@@ -245,6 +245,28 @@ class Epilogue:
         return value
 
 
+def fold_into_first_add(epilogue: Epilogue, values: np.ndarray,
+                        ndim: int) -> Optional[Epilogue]:
+    """``epilogue`` with ``values`` (int32, one a channel of an ``ndim``-d output, channels on
+    axis 1) added to its first step's constant, where that step is an int32 add of a constant
+    (the layer's bias), else None. A kernel then adds one constant where it added two: the
+    shift correction of its +128-shifted codes (``packed.shift_correction``) rides on the bias.
+    Exact: int32 adds wrap, so their order does not change the low 32 bits."""
+    first = epilogue.steps[0] if epilogue.steps else None
+    if first is None or first.op != "relax.add" or first.side is not None or \
+            first.dtype != "int32" or first.operands[0].dtype != np.int32:
+        return None
+    constant = first.operands[0]
+    aligned = (1,) * (ndim - constant.ndim) + constant.shape
+    if constant.ndim > ndim or any(d != 1 for k, d in enumerate(aligned) if k != 1) or \
+            aligned[1] not in (1, values.size):
+        return None
+    total = constant.reshape(-1).astype(np.int64) + values.astype(np.int64)
+    folded = ((total + 2**31) % 2**32 - 2**31).astype(np.int32)
+    folded = folded.reshape((1, values.size) + (1,) * (ndim - 2))
+    return replace(epilogue, steps=[replace(first, operands=(folded,))] + epilogue.steps[1:])
+
+
 # steps that commute with reducing modulo 2^32: a wider integer through them, then cast to 32
 # bits or fewer, gives what its low 32 bits alone would
 RING_OPS = ("relax.add", "relax.subtract", "relax.multiply")

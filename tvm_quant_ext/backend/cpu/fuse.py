@@ -236,6 +236,7 @@ class _FuseLayers(relax.PyExprMutator):
             data = self.visit_expr(chain.layer.args[0])
         if kernel.reshape_to is not None:
             data = self.builder_.emit(relax.op.reshape(data, [*data.ty.shape, 1, 1]))
+        epilogue = kernel.epilogue or epilogue
         dtype = kernel.out_dtype or epilogue.dtype or "int32"
         consts = [relax.const(a, str(a.dtype))
                   for a in kernel.consts + epilogue.tensor_operands()]

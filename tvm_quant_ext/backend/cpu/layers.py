@@ -30,7 +30,7 @@ from ...layer_ops import LAYER_OPS
 from . import amx, depthwise_vnni, packed, vnni
 from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
                         pack_depthwise_weight)
-from .epilogue import Epilogue
+from .epilogue import Epilogue, fold_into_first_add
 from .pool import max_pool_kernel
 from .vnni import KERNEL_TAG, VNNI
 
@@ -47,6 +47,7 @@ class LayerKernel:
     out_shape: Tuple[int, ...]
     reshape_to: Optional[Tuple[int, ...]] = None
     out_dtype: Optional[str] = None
+    epilogue: Optional[Epilogue] = None  # the one the kernel computes, where the rule changed it
 
 
 # LAYER_KERNELS[op](call, epilogue, options) -> LayerKernel, or None when this call (dtypes,
@@ -149,6 +150,15 @@ def border_read(call: relax.Call) -> Tuple[int, int, int, int]:
     return tuple(int(p) for p in call.attrs.padding)
 
 
+def _with_shift_correction(epilogue: Epilogue, correction: np.ndarray, channels: int,
+                           ndim: int):
+    """(the epilogue, the kernel's correction constants): the shift correction of its first
+    ``channels`` folded into the epilogue's bias add where it has one (no constant then), else
+    the correction as it is."""
+    folded = fold_into_first_add(epilogue, -correction[:channels].astype(np.int64), ndim)
+    return (folded, []) if folded is not None else (epilogue, [correction])
+
+
 @register_layer("relax.nn.conv2d")
 def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[LayerKernel]:
     operands = int8_operands(call)
@@ -159,12 +169,15 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     data_shape = [int(s) for s in call.args[0].ty.shape]
     out_shape = tuple(int(s) for s in call.ty.shape)
     if on_vnni_conv(call, options):
+        epilogue, corrections = _with_shift_correction(
+            epilogue, packed.shift_correction(weight, data_dtype), weight.shape[0], 4)
         if (options.amx and options.isa == VNNI and options.input_packed
                 and amx.takes(weight.shape[2:], a.dilation)):
             func = amx.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                      epilogue=epilogue, input_border=options.input_border,
                                      output_packed=options.output_packed,
-                                     output_padding=options.output_padding)
+                                     output_padding=options.output_padding,
+                                     shift_correction=bool(corrections))
             name, packed_weight = "conv2d_int8_amx", amx.pack_weight(weight)
         else:
             func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides,
@@ -173,24 +186,27 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
                                       input_border=options.input_border,
                                       output_packed=options.output_packed,
                                       output_padding=options.output_padding,
-                                      isa=options.isa)
+                                      isa=options.isa, shift_correction=bool(corrections))
             name = "conv2d_int8_" + KERNEL_TAG[options.isa]
             packed_weight = vnni.pack_weight(weight, options.input_packed, options.isa)
-        consts = [packed_weight, packed.shift_correction(weight, data_dtype)]
-        return _maybe_packed(LayerKernel(func, name, consts, out_shape), options, epilogue.dtype)
+        consts = [packed_weight, *corrections]
+        kernel = LayerKernel(func, name, consts, out_shape, epilogue=epilogue)
+        return _maybe_packed(kernel, options, epilogue.dtype)
     if on_depthwise(call, options):
         if not (options.input_packed or options.output_packed):
             func = depthwise_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                     a.dilation, epilogue=epilogue)
             return LayerKernel(func, "depthwise_conv2d_int8", [weight], out_shape)
         if _on_depthwise_vnni(call, options):
+            epilogue, corrections = _with_shift_correction(
+                epilogue, depthwise_shift_correction(weight, data_dtype), weight.shape[0], 4)
             func = depthwise_vnni.depthwise_kernel(
                 data_shape, weight.shape, data_dtype, a.strides, a.padding, epilogue=epilogue,
                 input_packed=options.input_packed, input_border=options.input_border,
-                output_packed=options.output_packed)
-            consts = [depthwise_vnni.pack_weight(weight),
-                      depthwise_shift_correction(weight, data_dtype)]
-            kernel = LayerKernel(func, "depthwise_conv2d_int8_vnni", consts, out_shape)
+                output_packed=options.output_packed, shift_correction=bool(corrections))
+            consts = [depthwise_vnni.pack_weight(weight), *corrections]
+            kernel = LayerKernel(func, "depthwise_conv2d_int8_vnni", consts, out_shape,
+                                 epilogue=epilogue)
             return _maybe_packed(kernel, options, epilogue.dtype)
         func = depthwise_blocked_kernel(data_shape, weight.shape, data_dtype, a.strides,
                                         a.padding, a.dilation, epilogue=epilogue,
@@ -238,13 +254,16 @@ def _dense_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[La
         return None
     rows, k = (int(s) for s in call.args[0].ty.shape)
     weight = np.ascontiguousarray(weight.T)[:, :, None, None]
+    epilogue, corrections = _with_shift_correction(
+        epilogue, packed.shift_correction(weight, data_dtype), weight.shape[0], 2)
     # the kernel computes (rows, M, 1, 1); the epilogue indexes the layer's (rows, M)
     func = vnni.conv2d_kernel((rows, k, 1, 1), weight.shape, data_dtype, epilogue=epilogue,
-                              epilogue_index=lambda i, oc, y, x: (i, oc), isa=options.isa)
-    consts = [vnni.pack_weight(weight, isa=options.isa),
-              packed.shift_correction(weight, data_dtype)]
+                              epilogue_index=lambda i, oc, y, x: (i, oc), isa=options.isa,
+                              shift_correction=bool(corrections))
+    consts = [vnni.pack_weight(weight, isa=options.isa), *corrections]
     return LayerKernel(func, "dense_int8_" + KERNEL_TAG[options.isa], consts,
-                       (rows, weight.shape[0], 1, 1), reshape_to=(rows, weight.shape[0]))
+                       (rows, weight.shape[0], 1, 1), reshape_to=(rows, weight.shape[0]),
+                       epilogue=epilogue)
 
 
 @register_pool("relax.nn.max_pool2d")

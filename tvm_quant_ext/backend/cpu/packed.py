@@ -12,7 +12,7 @@ of its input.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tvm
@@ -57,6 +57,18 @@ def shift_correction(weight: np.ndarray, data_dtype: str) -> np.ndarray:
     stored (shifted) values subtract it."""
     sums = weight.astype(np.int64).reshape(weight.shape[0], -1).sum(axis=1)
     return (code_shift(data_dtype) * sums).astype("int32")
+
+
+def correction_arguments(size: int, present: bool) -> List[te.Tensor]:
+    """A kernel's ``shift_correction`` argument (int32, ``size`` channels) as a list: empty where
+    the layer's epilogue carries it in its bias add (``epilogue.fold_into_first_add``)."""
+    return [te.placeholder((size,), "int32", "correction")] if present else []
+
+
+def corrected(value, corrections: List[te.Tensor], channel):
+    """An accumulator of shifted codes, less its channel's correction where the kernel takes
+    one (``correction_arguments``)."""
+    return value - corrections[0][channel] if corrections else value
 
 
 def stored_dtype(dtype: str) -> str:

@@ -124,11 +124,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None, input_packed: bool = False, input_border=None,
                   output_packed: bool = False, output_padding=(0, 0, 0, 0),
-                  isa: str = VNNI) -> tvm.tirx.PrimFunc:
+                  isa: str = VNNI, shift_correction: bool = True) -> tvm.tirx.PrimFunc:
     """The scheduled packed conv2d on ``isa`` (``VNNI``, or ``AVX2``: ``avx2.py``): (data NCHW,
-    packed weight, correction, *epilogue tensors, *side tensors) -> NCHW, int32 or, with an
-    ``epilogue`` (``epilogue.Epilogue``), its dtype:
-    the epilogue runs on each unpacked accumulator element (``epilogue_index`` maps the NCHW
+    packed weight, correction (unless not ``shift_correction``), *epilogue tensors, *side
+    tensors) -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the
+    epilogue runs on each unpacked accumulator element (``epilogue_index`` maps the NCHW
     output index to the index the epilogue's constants broadcast against, e.g. (n, o) for a
     dense layer).
 
@@ -161,7 +161,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                                 "weight_packed")
     else:
         weight = te.placeholder((ob, cb, kh, kw, LANES, GROUP), "int8", "weight_packed")
-    correction = te.placeholder((o,), "int32", "correction")
+    corrections = layout.correction_arguments(o, shift_correction)
     extra, sides = epilogue.placeholders()
 
     def pack(i, ci, y, x, j):
@@ -212,8 +212,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         name="acc")
 
     def result(i, oc, y, x):
-        return epilogue.apply(acc[i, oc // LANES, y, x, oc % LANES] - correction[oc],
-                              epilogue_index(i, oc, y, x), extra, sides)
+        value = layout.corrected(acc[i, oc // LANES, y, x, oc % LANES], corrections, oc)
+        return epilogue.apply(value, epilogue_index(i, oc, y, x), extra, sides)
 
     bordered = output_packed and any(int(v) for v in output_padding)
     if bordered:
@@ -227,7 +227,7 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         out = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, output_padding)
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
-    func = te.create_prim_func([data, weight, correction, *extra, *sides, out])
+    func = te.create_prim_func([data, weight, *corrections, *extra, *sides, out])
     func = _schedule(func, ow, ob, input_packed, output_packed,
                      bordered=bordered, isa=isa).without_attr("global_symbol")
     if bordered:
