@@ -168,6 +168,16 @@ class Int32Affine:
         return np.clip((x * self.a + self.b) >> self.s, self.lo, self.hi)
 
 
+def _bias_interval(target, product, unit: int, inner_lo, inner_hi, axis=None):
+    """(lowest, highest) ``b`` with ``(product + b) >> s`` equal to every ``target`` (``unit =
+    2^s``): a target above ``lo`` bounds it from below, one below ``hi`` from above (reduced
+    over ``axis``; empty where lowest > highest)."""
+    lower = np.where(inner_lo, target * unit - product, np.iinfo(np.int64).min).max(axis=axis)
+    upper = np.where(inner_hi, (target + 1) * unit - 1 - product,
+                     np.iinfo(np.int64).max).min(axis=axis)
+    return lower, upper
+
+
 def fit_int32_affine(xs, target, lo: int, hi: int, slope) -> Optional[Int32Affine]:
     """An ``Int32Affine`` equal to ``target`` at every ``xs``, or None when there is none near
     ``slope``.
@@ -200,9 +210,7 @@ def fit_int32_affine(xs, target, lo: int, hi: int, slope) -> Optional[Int32Affin
         for step in (0, -1, 1):
             a = centre + step
             ax = x * a
-            lower = np.where(inner_lo, target * unit - ax, np.iinfo(np.int64).min).max(axis=0)
-            upper = np.where(inner_hi, (target + 1) * unit - 1 - ax,
-                             np.iinfo(np.int64).max).min(axis=0)
+            lower, upper = _bias_interval(target, ax, unit, inner_lo, inner_hi, axis=0)
             b = np.clip(0, lower, upper)
             terms = np.maximum(np.abs(ax), np.abs(ax + b)).max(axis=0)
             ok = (lower <= upper) & (terms <= INT32_LIMIT) & ~fits
@@ -270,10 +278,8 @@ def fit_int32_pair_affine(xs, ys, target, lo: int, hi: int, slope_x: float,
             break  # larger s only makes the terms larger
         for a in (centre_a, centre_a - 1, centre_a + 1):
             for c in (centre_c, centre_c - 1, centre_c + 1):
-                v = x * a + y * c
-                lower = int(np.where(inner_lo, target * unit - v, np.iinfo(np.int64).min).max())
-                upper = int(np.where(inner_hi, (target + 1) * unit - 1 - v,
-                                     np.iinfo(np.int64).max).min())
+                lower, upper = (int(e) for e in _bias_interval(
+                    target, x * a + y * c, unit, inner_lo, inner_hi))
                 if lower > upper:
                     continue
                 b = min(max(0, lower), upper)

@@ -128,13 +128,18 @@ def _operands(run: Sequence[Step], ndim: int, channels: int):
     return out
 
 
+def _shifts_past_width(step: Step, values) -> bool:
+    """Whether ``step`` shifts by less than 0 or by its type's width or more: the kernel's
+    result would be undefined."""
+    bits = np.iinfo(step.dtype).bits
+    return step.op == "relax.right_shift" and any(np.any((v < 0) | (v >= bits)) for v in values)
+
+
 def _evaluate(run, operands, xs, dtype, channels) -> Optional[np.ndarray]:
     value = np.broadcast_to(xs.astype(dtype)[:, None], (xs.size, channels))
     for step, values in zip(run, operands):
-        if step.op == "relax.right_shift":
-            bits = np.iinfo(step.dtype).bits
-            if any(np.any((v < 0) | (v >= bits)) for v in values):
-                return None  # a shift past the width: the kernel's result would be undefined
+        if _shifts_past_width(step, values):
+            return None
         ops = [v.astype(step.dtype)[None, :] for v in values]
         value = np.asarray(EPILOGUE_OPS[step.op].numpy(value, ops, step)).astype(step.dtype)
     return value.astype(np.int64)
@@ -169,6 +174,15 @@ def _affine_step(fit: Int32Affine, dtype: str, ndim: int) -> Step:
                 (fit.lo, fit.hi))
 
 
+def _end_after_clip(steps: List[Step], k: int) -> int:
+    """The index after the clip at ``k`` and the casts after it that keep its range."""
+    end, span = k + 1, range_after(steps[k], None)
+    while end < len(steps) and steps[end].op == "relax.astype" and \
+            range_after(steps[end], span) == span:
+        end += 1
+    return end
+
+
 def _run_ends(steps: List[Step], start: int) -> List[int]:
     """Where a run from ``start`` may end (after the index), longest first: after each clip
     reached with no side step, together with the casts after it that keep its range."""
@@ -177,11 +191,7 @@ def _run_ends(steps: List[Step], start: int) -> List[int]:
         if steps[k].side is not None:
             break
         if steps[k].op == "relax.clip":
-            end, span = k + 1, range_after(steps[k], None)
-            while end < len(steps) and steps[end].op == "relax.astype" and \
-                    range_after(steps[end], span) == span:
-                end += 1
-            ends.append(end)
+            ends.append(_end_after_clip(steps, k))
     return ends[::-1]
 
 
@@ -217,13 +227,7 @@ def _pair_run(steps: List[Step], start: int) -> Optional[int]:
                 return None
             side = step.side
         elif step.op == "relax.clip":
-            if side is None:
-                return None
-            end, span = k + 1, range_after(step, None)
-            while end < len(steps) and steps[end].op == "relax.astype" and \
-                    range_after(steps[end], span) == span:
-                end += 1
-            return end
+            return _end_after_clip(steps, k) if side is not None else None
     return None
 
 
@@ -232,8 +236,7 @@ def _through(steps, value, side_value=None):
     ``side_value`` through its chain), or None where a shift passes its type's width."""
     for step in steps:
         operands = [np.asarray(a).reshape(()).astype(step.dtype) for a in step.operands]
-        if step.op == "relax.right_shift" and \
-                any(v < 0 or v >= np.iinfo(step.dtype).bits for v in operands):
+        if _shifts_past_width(step, operands):
             return None
         if step.side is not None:
             side = _through(step.side.chain.steps, side_value)
