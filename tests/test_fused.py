@@ -230,15 +230,20 @@ def test_residual_add_runs_in_the_conv_epilogue(target, symmetric):
     assert inputs.count(bordered) == 3, inputs  # the two 3x3 convs and the projection
     assert _kernel_args(lowered, convs[2])[-1] == bordered
     # the projection block's last conv reads the projection's output (40 channels, 6x6),
-    # blocked too; that output, an int64 accumulator + bias the add casts to int32 right
-    # away, travels as its low 32 bits
+    # blocked too; that output is the projection's 8-bit code (stored uint8), and its rescale
+    # to the add's scale runs in the reader
     assert _kernel_args(lowered, convs[-2])[-1] == (1, 3, 6, 6, 16)
-    assert str(_kernel_call(lowered, convs[-3]).ty.dtype) == "int32"
+    assert str(_kernel_call(lowered, convs[-3]).ty.dtype) == "uint8"
     isa = packed_isa(target)
     assert_same_as_unfused(qmod, [
         tvm_quant_ext.build(qmod, target),
-        tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False, isa=isa), target)],
+        tvm_quant_ext.build(fuse_int8_layers(qmod, sides=False, isa=isa), target),
+        tvm_quant_ext.build(fuse_int8_layers(qmod, code_sides=False, isa=isa), target)],
         (1, 3, 12, 12), target=target)
+    # without code sides the projection writes the rescaled value, its low 32 bits
+    wide = lower(fuse_int8_layers(qmod, code_sides=False, isa=isa), tvm.target.Target(target))
+    wide_convs = [n for n in call_tir_names(wide) if tag in n]
+    assert str(_kernel_call(wide, wide_convs[-3]).ty.dtype) == "int32"
 
 
 @pytest.mark.parametrize("target", PACKED_TARGETS)

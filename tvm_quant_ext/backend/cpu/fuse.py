@@ -201,6 +201,54 @@ def _narrow_sides(chains: Dict[relax.Var, _Chain],
     return out
 
 
+NARROW_DTYPES = ("int8", "uint8", "int16")
+
+
+def _code_sides(chains: Dict[relax.Var, _Chain], links: Dict[relax.Var, Tuple[int, int, int, int]],
+                uses: Dict[relax.Var, int]) -> Dict[relax.Var, _Chain]:
+    """Side tensors written as the code they are computed from.
+
+    The realize requantizes a projection shortcut to an 8-bit code and then rescales that code
+    to the residual add's scale in int64 (multiply, add, shift); fused as one chain, the
+    projection's kernel writes the rescaled value (int32, four bytes an element) and the block's
+    last conv reads it back. The rescale is elementwise on the code, so the reading kernel can
+    apply it to the code as well: the writer stops at its last 8- or 16-bit step and the steps
+    after it move to the front of each reader's side chain: a quarter of the bytes written and
+    read, the same values, and a side of two codes for ``int32_runs``' pair step. Applies to a
+    linked (blocked) chain end read only as sides."""
+    side_reads: Dict[relax.Var, int] = {}
+    for chain in chains.values():
+        for side in chain.epilogue.sides():
+            side_reads[side.source] = side_reads.get(side.source, 0) + 1
+    tails = {}
+    for var, count in side_reads.items():
+        producer = chains.get(var)
+        if producer is None or var not in links or count != uses.get(var, 0):
+            continue
+        steps = producer.epilogue.steps
+        narrow = [k for k, s in enumerate(steps) if s.dtype in NARROW_DTYPES]
+        if not narrow or narrow[-1] == len(steps) - 1 or \
+                any(s.side is not None for s in steps[narrow[-1]:]):
+            continue
+        tails[var] = narrow[-1] + 1
+    if not tails:
+        return chains
+    out = {}
+    for var, chain in chains.items():
+        steps = list(chain.epilogue.steps)
+        if var in tails:
+            steps = steps[:tails[var]]
+        for k, step in enumerate(steps):
+            source = step.side.source if step.side is not None else None
+            if source in tails:
+                cut = chains[source].epilogue.steps
+                steps[k] = replace(step, side=replace(
+                    step.side, dtype=cut[tails[source] - 1].dtype,
+                    chain=Epilogue(cut[tails[source]:] + step.side.chain.steps)))
+        out[var] = _Chain(chain.layer, Epilogue(steps))
+    return out
+
+
 @relax.expr_functor.mutator
 class _FuseLayers(relax.PyExprMutator):
     def __init__(self, mod, options: FuseOptions):
@@ -265,7 +313,8 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
                      epilogue: bool = True, packed_links: bool = True,
                      sides: bool = True, int32_runs: bool = True,
                      pools: bool = True, int32_steps: bool = True,
-                     amx: bool = False, isa: str = VNNI) -> tvm.IRModule:
+                     amx: bool = False, isa: str = VNNI,
+                     code_sides: bool = True) -> tvm.IRModule:
     """Every int8 layer a kernel in ``LAYER_KERNELS`` takes, with the elementwise integer chain
     that follows it (unless ``epilogue=False``), becomes one scheduled ``call_tir``; a VNNI or
     depthwise conv whose readers are all such convs (or their epilogues) hands them the blocked
@@ -284,6 +333,8 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
         if isinstance(func, relax.Function):
             rewriter.ends = _find_chains(func, options)
             rewriter.links = _packed_links(func, rewriter.ends, options)
+            if code_sides:
+                rewriter.ends = _code_sides(rewriter.ends, rewriter.links, var_uses(func))
             rewriter.ends = _narrow_sides(rewriter.ends, rewriter.links)
             if int32_runs:
                 rewriter.ends = {v: _Chain(c.layer, collapse_int32_runs(
