@@ -120,8 +120,11 @@ def _reference(blocked, weight, channels, stride, out_hw):
     (1, 80, 14, 32, 1, 1, 0, (1, 1, 1, 1), True),     # 1x1 deep rows, a partial deep block
     (2, 64, 14, 48, 1, 2, 0, (0, 0, 0, 0), True),     # 1x1 stride 2 deep, batch 2
     (1, 128, 7, 256, 1, 1, 0, (0, 0, 0, 0), False),   # 1x1 at 7x7: output blocks split
+    (3, 64, 7, 80, 3, 1, 1, (1, 1, 1, 1), True),      # batch 3, output blocks outermost
 ])
 def test_kernel_matches_numpy(n, c, size, o, k, stride, pad, border, out_packed):
+    if n == 3:  # the case is there for the other loop order
+        assert amx.weights_outer(n, (c, size, size), (o, c, k, k))
     rng = np.random.default_rng(c * size + o)
     padding = (pad,) * 4
     blocked = rng.integers(0, 256, packed.packed_shape((n, c, size, size), padding)).astype("uint8")
@@ -196,3 +199,12 @@ np.save({str(tmp_path / "out.npy")!r}, args[-1].numpy())
     assert done.returncode == 0, done.stderr[-2000:]
     expected = _reference(blocked, weight, 32, 1, (8, 8))
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def test_batched_conv_reads_each_weight_block_once_where_weights_outweigh_the_input():
+    # ResNet-50 v2 at batch 8: its 3x3 convs at 7x7 (2.4 MB of weights) go output blocks
+    # first; its 1x1 1024 -> 2048 projection (2 MB against 1.6 MB of input) and any batch 1
+    # keep images outermost
+    assert amx.weights_outer(8, (512, 7, 7), (512, 512, 3, 3))
+    assert not amx.weights_outer(8, (1024, 14, 14), (2048, 1024, 1, 1))
+    assert not amx.weights_outer(1, (512, 7, 7), (512, 512, 3, 3))

@@ -189,7 +189,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, *corrections, *extra, *sides, out])
-    func = _schedule(func, (oh, ow), ob, sw, kw, bordered, deep=bool(deep))
+    func = _schedule(func, (oh, ow), ob, sw, kw, bordered, deep=bool(deep),
+                     weights_outer=weights_outer(n, (c, h, w), weight_shape))
     if bordered:
         func = layout.fill_border(func, output_padding, epilogue.dtype)
     return _with_permission(func).without_attr("global_symbol").with_attr(
@@ -224,8 +225,18 @@ def _with_permission(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return func.with_body(tvm.tirx.SeqStmt([ask, func.body]))
 
 
+def weights_outer(batch: int, image_chw, weight_shape) -> bool:
+    """Whether a batched conv's tasks run output blocks outermost (each output block's weights
+    read once for the whole batch) rather than images (each image reads all the weights): where
+    the weights are at least twice the batch's input. Measured at batch 8 on one thread:
+    ResNet-50's 3x3 convs at 7x7 (2.4 MB of weights) 1.80 -> 1.44 ms; its 1x1 1024 -> 2048 of
+    stride 2 (2 MB against 1.6 MB of input) 2.67 -> 2.88, left images outermost."""
+    return batch > 1 and int(np.prod(weight_shape)) >= 2 * batch * int(np.prod(image_chw))
+
+
 def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
-              bordered: bool, deep: bool = False) -> tvm.tirx.PrimFunc:
+              bordered: bool, deep: bool = False,
+              weights_outer: bool = False) -> tvm.tirx.PrimFunc:
     out_height, out_width = out_hw
     rows = tile_rows(out_width)
     tiles_x = 2 if (out_width // rows) % 2 == 0 else 1
@@ -266,7 +277,11 @@ def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
     # the tiles' register block: its accumulators lie tile after tile (amx_tiles reads them so)
     write_back = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(write_back, x_outer)
-    task = sch.fuse(i, bo_outer, y)
+    if weights_outer and not deep:
+        sch.reorder(bo_outer, i)
+        task = sch.fuse(bo_outer, i, y)
+    else:
+        task = sch.fuse(i, bo_outer, y)
     sch.parallel(task)
     if deep:
         copy = sch.get_sblock("deep")
