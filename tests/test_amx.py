@@ -203,8 +203,9 @@ np.save({str(tmp_path / "out.npy")!r}, args[-1].numpy())
 
 def test_batched_conv_reads_each_weight_block_once_where_weights_outweigh_the_input():
     # ResNet-50 v2 at batch 8: its 3x3 convs at 7x7 (2.4 MB of weights) go output blocks
-    # first; its 1x1 1024 -> 2048 projection (2 MB against 1.6 MB of input) and any batch 1
-    # keep images outermost
+    # first; its 1x1 1024 -> 2048 projection (2 MB against 1.6 MB of input), a 1x1 conv with
+    # weights far above its input and any batch 1 keep images outermost
     assert amx.weights_outer(8, (512, 7, 7), (512, 512, 3, 3))
     assert not amx.weights_outer(8, (1024, 14, 14), (2048, 1024, 1, 1))
+    assert not amx.weights_outer(8, (192, 7, 7), (1152, 192, 1, 1))
     assert not amx.weights_outer(1, (512, 7, 7), (512, 512, 3, 3))

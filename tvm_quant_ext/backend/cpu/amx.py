@@ -227,11 +227,15 @@ def _with_permission(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
 
 def weights_outer(batch: int, image_chw, weight_shape) -> bool:
     """Whether a batched conv's tasks run output blocks outermost (each output block's weights
-    read once for the whole batch) rather than images (each image reads all the weights): where
-    the weights are at least twice the batch's input. Measured at batch 8 on one thread:
-    ResNet-50's 3x3 convs at 7x7 (2.4 MB of weights) 1.80 -> 1.44 ms; its 1x1 1024 -> 2048 of
-    stride 2 (2 MB against 1.6 MB of input) 2.67 -> 2.88, left images outermost."""
-    return batch > 1 and int(np.prod(weight_shape)) >= 2 * batch * int(np.prod(image_chw))
+    read once for the whole batch) rather than images (each image reads all the weights): for
+    a conv with a window wider than 1x1 whose weights are at least twice the batch's input.
+    Measured at batch 8 on one thread: ResNet-50's 3x3 convs at 7x7 (2.4 MB of weights)
+    1.80 -> 1.44 ms; its 1x1 1024 -> 2048 of stride 2 (2 MB against 1.6 MB of input) 2.67 ->
+    2.88; Lite0's 1x1 convs at 7x7 (weights 1.6-2.9x the input) no change above the profile's
+    run-to-run noise (3%). So 1x1 convs keep images outermost."""
+    window = int(np.prod(weight_shape[2:]))
+    return batch > 1 and window > 1 and \
+        int(np.prod(weight_shape)) >= 2 * batch * int(np.prod(image_chw))
 
 
 def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
