@@ -201,10 +201,11 @@ def _narrow_sides(chains: Dict[relax.Var, _Chain],
     return out
 
 
-NARROW_DTYPES = ("int8", "uint8", "int16")
+CODE_DTYPES = ("int8", "uint8")  # what a side may travel as
 
 
-def _code_sides(chains: Dict[relax.Var, _Chain], links: Dict[relax.Var, Tuple[int, int, int, int]],
+def _code_sides(chains: Dict[relax.Var, _Chain],
+                links: Dict[relax.Var, Tuple[int, int, int, int]],
                 uses: Dict[relax.Var, int]) -> Dict[relax.Var, _Chain]:
     """Side tensors written as the code they are computed from.
 
@@ -212,7 +213,7 @@ def _code_sides(chains: Dict[relax.Var, _Chain], links: Dict[relax.Var, Tuple[in
     to the residual add's scale in int64 (multiply, add, shift); fused as one chain, the
     projection's kernel writes the rescaled value (int32, four bytes an element) and the block's
     last conv reads it back. The rescale is elementwise on the code, so the reading kernel can
-    apply it to the code as well: the writer stops at its last 8- or 16-bit step and the steps
+    apply it to the code as well: the writer stops at its last 8-bit step and the steps
     after it move to the front of each reader's side chain: a quarter of the bytes written and
     read, the same values, and a side of two codes for ``int32_runs``' pair step. Applies to a
     linked (blocked) chain end read only as sides."""
@@ -226,7 +227,7 @@ def _code_sides(chains: Dict[relax.Var, _Chain], links: Dict[relax.Var, Tuple[in
         if producer is None or var not in links or count != uses.get(var, 0):
             continue
         steps = producer.epilogue.steps
-        narrow = [k for k, s in enumerate(steps) if s.dtype in NARROW_DTYPES]
+        narrow = [k for k, s in enumerate(steps) if s.dtype in CODE_DTYPES]
         if not narrow or narrow[-1] == len(steps) - 1 or \
                 any(s.side is not None for s in steps[narrow[-1]:]):
             continue
@@ -322,7 +323,9 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
     kernel of the layer before it (``sides``); runs of epilogue steps on a code become one
     int32 step where that is exact (``int32_runs``, ``int32_runs.py``); max pools on codes
     run with their epilogue too (``pools``, ``pool.py``); int64 steps run in int32 where the
-    value's range makes that exact (``int32_steps``, ``int32_steps.py``); a conv with a blocked
+    value's range makes that exact (``int32_steps``, ``int32_steps.py``); a side tensor computed
+    from an 8-bit code travels as that code, its rescale run by the reader (``code_sides``,
+    ``_code_sides``); a conv with a blocked
     input runs on AMX tiles (``amx``, ``amx.py``; only with ``vnni``). ``isa``: the instruction
     set of the packed conv / dense kernels, ``"avx512vnni"`` or ``"avx2"`` (``vnni.dot_isa``)."""
     options = FuseOptions(vnni=vnni, amx=vnni and amx, depthwise=depthwise, epilogue=epilogue,
