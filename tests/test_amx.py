@@ -143,11 +143,47 @@ def test_kernel_matches_numpy(n, c, size, o, k, stride, pad, border, out_packed)
     assert len(np.unique(ref)) > 10
 
 
-def test_model_convs_after_the_first_run_on_it():
+@needs_amx
+@pytest.mark.parametrize("n,c,size,o,k,stride,pad,dtype,out_packed", [
+    (1, 3, 22, 64, 7, 2, 3, "int8", True),     # a 7x7 stem: 28-byte A rows, 8 bytes apart
+    (2, 3, 17, 32, 3, 2, 1, "uint8", True),    # a 3x3 stem, batch 2, odd plane
+    (1, 1, 9, 24, 3, 1, 1, "int8", False),     # one channel, a partial output block, NCHW
+    (1, 4, 8, 16, 5, 1, 2, "uint8", True),     # four channels: the group full
+])
+def test_narrow_nchw_input_matches_numpy(n, c, size, o, k, stride, pad, dtype, out_packed):
+    rng = np.random.default_rng(c * size + o)
+    low, high = (-128, 128) if dtype == "int8" else (0, 256)
+    data = rng.integers(low, high, (n, c, size, size)).astype(dtype)
+    weight = rng.integers(-128, 128, (o, c, k, k)).astype("int8")
+    bias = rng.integers(-2000, 2000, o).astype("int32")
+    correction = packed.shift_correction(weight, dtype)
+    assert amx.takes((k, k), (1, 1), c, input_packed=False)
+    func = amx.conv2d_kernel((n, c, size, size), weight.shape, dtype, (stride, stride),
+                             (pad,) * 4, epilogue=shift_requantize(bias[None, :, None, None]),
+                             output_packed=out_packed, input_packed=False)
+    got = run_kernel(func, data, amx.pack_weight(weight, input_packed=False), correction,
+                     bias[None, :, None, None], target=AMX_TARGET)
+    padded = np.pad(data.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out_hw = ((size + 2 * pad - k) // stride + 1,) * 2
+    acc = _reference(to_blocked(padded.astype(dtype)), weight, c, stride, out_hw)
+    acc = acc - packed.shift_correction(weight, dtype)[None, :, None, None]
+    ref = np.clip((acc + bias[None, :, None, None]) >> 7, -128, 127).astype("int8")
+    np.testing.assert_array_equal(got, to_blocked(ref) if out_packed else ref)
+    assert len(np.unique(ref)) > 10
+
+
+def test_wider_narrow_inputs_and_rows_are_refused():
+    assert not amx.takes((3, 3), (1, 1), 5, input_packed=False)  # NCHW of more than 4 channels
+    assert not amx.takes((17, 17), (1, 1), 3, input_packed=False)  # 68-byte rows
+    assert amx.takes((16, 16), (1, 1), 4, input_packed=False)
+
+
+def test_model_convs_run_on_it_the_stem_too():
     qmod = integer_quantized(residual_stack(), (1, 3, 12, 12))
     names = call_tir_names(lower(qmod, tvm.target.Target(AMX_TARGET)))
-    assert sum(name.startswith("conv2d_int8_amx") for name in names) == 5, names
-    assert any(name.startswith("conv2d_int8_vnni") for name in names)  # the stem: NCHW input
+    # five convs over the blocked layout and the stem over the 3-channel NCHW image
+    assert sum(name.startswith("conv2d_int8_amx") for name in names) == 6, names
+    assert not any(name.startswith("conv2d_int8_vnni") for name in names)
 
 
 @needs_amx

@@ -20,6 +20,10 @@ The tile registers are named by immediates: each tensorized step finds its C til
 its accumulator lies in the register block's buffer (``amx_tiles.py``), a constant once the
 schedule's loops over tiles are unrolled. Each register block reads the thread's tile
 configuration back (``sttilecfg``) and loads its own only where it differs.
+An NCHW input of at most 4 channels (an image into the first conv) is packed first, as
+``vnni.py`` packs, to pixels of one 4-channel group (``narrow``): a kernel row of up to 16 taps
+is then one A row (28 bytes for a 7x7 stem, rows ``stride * 4`` bytes apart), where 16-channel
+pixels would hold at most 4 taps and three quarters zeros.
 Linux hands a process AMX state only after it asks (``arch_prctl(ARCH_REQ_XCOMP_PERM)``);
 each kernel asks at every call (``_with_permission``), so exported libraries need nothing
 of this package; ``request_permission`` asks from Python.
@@ -43,6 +47,7 @@ from .schedule import unroll_register_block
 
 MAX_ROWS = 16                  # rows of a tile
 MAX_ROW_TAPS = 4               # a kernel row's taps x 16 channels fill an A row of <= 64 bytes
+ROW_BYTES = 64                 # an A row
 MIN_PARALLEL_ROWS = 8          # a deep 1x1 conv splits its output blocks until this many tasks
 FEATURES = ("amx-tile", "amx-int8")
 _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
@@ -77,10 +82,25 @@ def request_permission() -> bool:
     return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
 
 
-def takes(window, dilation) -> bool:
-    """Whether the AMX kernel takes a conv (groups=1, its input blocked) of this window and
-    dilation: dilation 1, a kernel row's taps within one A row (at most 4 x 16 bytes)."""
-    return all(int(d) == 1 for d in dilation) and int(window[1]) <= MAX_ROW_TAPS
+def narrow(channels: int, input_packed: bool) -> bool:
+    """Whether a conv's input is read as pixels of one 4-channel group: an NCHW input (not the
+    blocked layout) of at most 4 channels, which the kernel packs itself."""
+    return not input_packed and int(channels) <= GROUP
+
+
+def pixel_bytes(channels: int, input_packed: bool) -> int:
+    """What one input pixel takes in an A row: a 16-channel block, or a narrow input's group."""
+    return GROUP if narrow(channels, input_packed) else layout.BLOCK
+
+
+def takes(window, dilation, channels: int = layout.BLOCK, input_packed: bool = True) -> bool:
+    """Whether the AMX kernel takes a conv (groups=1) of this window, dilation and input:
+    dilation 1, a blocked input or a ``narrow`` one, a kernel row's taps within one A row
+    (at most 64 bytes: 4 taps of 16 channels, 16 of a narrow input's 4)."""
+    if not (input_packed or narrow(channels, input_packed)):
+        return False
+    return (all(int(d) == 1 for d in dilation)
+            and int(window[1]) * pixel_bytes(channels, input_packed) <= ROW_BYTES)
 
 
 def deep_blocks(weight_shape: Sequence[int]) -> int:
@@ -107,19 +127,21 @@ def _deep_weight(weight: np.ndarray, taps: int) -> np.ndarray:
                                 .transpose(0, 1, 3, 2).reshape(o, virtual * layout.BLOCK, 1, taps))
 
 
-def pack_weight(weight: np.ndarray) -> np.ndarray:
+def pack_weight(weight: np.ndarray, input_packed: bool = True) -> np.ndarray:
     """OIHW int8 -> O/16 x KH x C/16 x KW x 4 x 16 x 4: for each kernel row and input block,
     the row's taps' four groups are one B tile (KW * 256 contiguous bytes), in the order an A
     row holds them (tap after tap, 16 channels each); channels zero padded to whole blocks.
-    A 1x1 conv over several blocks: the weight of its deep form (``deep_blocks``)."""
-    taps = deep_blocks(weight.shape)
+    A 1x1 conv over several blocks: the weight of its deep form (``deep_blocks``). A ``narrow``
+    input (NCHW, not ``input_packed``): O/16 x KH x 1 x KW x 1 x 16 x 4, a tap's one group."""
+    block = pixel_bytes(weight.shape[1], input_packed)
+    taps = deep_blocks(weight.shape) if block == layout.BLOCK else 0
     if taps:
         weight = _deep_weight(weight, taps)
     o, c, kh, kw = weight.shape
-    ob, blocks = -(-o // LANES), -(-c // layout.BLOCK)
-    padded = np.zeros((ob * LANES, blocks * layout.BLOCK, kh, kw), "int8")
+    ob, blocks = -(-o // LANES), -(-c // block)
+    padded = np.zeros((ob * LANES, blocks * block, kh, kw), "int8")
     padded[:o, :c] = weight
-    per_block = layout.BLOCK // GROUP
+    per_block = block // GROUP
     return np.ascontiguousarray(padded.reshape(ob, LANES, blocks, per_block, GROUP, kh, kw)
                                 .transpose(0, 5, 2, 6, 3, 1, 4))
 
@@ -132,32 +154,40 @@ def tile_rows(out_width: int) -> int:
 def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_dtype: str,
                   strides=(1, 1), padding=(0, 0, 0, 0), epilogue=None, input_border=None,
                   output_packed: bool = False, output_padding=(0, 0, 0, 0),
-                  shift_correction: bool = True) -> tvm.tirx.PrimFunc:
-    """The scheduled AMX conv2d: (data in the blocked layout, ``pack_weight``'s weight,
-    correction (unless not ``shift_correction``), *epilogue tensors, *side tensors) -> the
-    epilogue's output, NCHW or (with ``output_packed``) blocked with a border of
-    ``output_padding``. As ``vnni.conv2d_kernel``
-    with ``input_packed``: ``data_shape`` is the unpadded NCHW shape, the input bordered with
-    ``padding`` or ``input_border``; dilation 1."""
+                  shift_correction: bool = True, input_packed: bool = True) -> tvm.tirx.PrimFunc:
+    """The scheduled AMX conv2d: (data, ``pack_weight``'s weight, correction (unless not
+    ``shift_correction``), *epilogue tensors, *side tensors) -> the epilogue's output, NCHW or
+    (with ``output_packed``) blocked with a border of ``output_padding``. As
+    ``vnni.conv2d_kernel``: ``data_shape`` is the unpadded NCHW shape; the data is in the
+    blocked layout, bordered with ``padding`` or ``input_border``, or, not ``input_packed``,
+    an NCHW ``data_dtype`` tensor of at most 4 channels (``narrow``); dilation 1."""
     epilogue = epilogue or Epilogue()
     n, c, h, w = (int(v) for v in data_shape)
     o, _, kh, kw = (int(v) for v in weight_shape)
-    if kw > MAX_ROW_TAPS:
+    if not (input_packed or narrow(c, input_packed)):
+        raise ValueError(f"an NCHW input of {c} channels: the AMX kernel takes a blocked input "
+                         f"or an NCHW one of at most {GROUP} channels (amx.takes)")
+    block = pixel_bytes(c, input_packed)
+    if kw * block > ROW_BYTES:
         raise ValueError(f"a {kh}x{kw} window: the AMX kernel takes rows of at most "
-                         f"{MAX_ROW_TAPS} taps (amx.takes)")
+                         f"{ROW_BYTES // block} taps over {block}-channel pixels (amx.takes)")
     sh, sw = (int(v) for v in strides)
     pt, pl, pb, pr = (int(v) for v in padding)
-    blocks, ob = -(-c // layout.BLOCK), -(-o // LANES)
+    blocks, ob = -(-c // block), -(-o // LANES)
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    border = tuple(input_border or padding)
-    offset_y, offset_x = layout.read_offset(border, padding)
-    data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
-    source = data
-    deep = deep_blocks(weight_shape)
+    if input_packed:
+        border = tuple(input_border or padding)
+        offset_y, offset_x = layout.read_offset(border, padding)
+        data = te.placeholder(layout.packed_shape(data_shape, border), "uint8", "data")
+        source = data
+    else:
+        data = te.placeholder((n, c, h, w), data_dtype, "data")
+        source, offset_y, offset_x = _narrow_pixels(data, padding), 0, 0
+    deep = deep_blocks(weight_shape) if input_packed else 0
     if deep:  # the conv as a 1 x deep window of stride deep over the rows' deep copy
         source = _deep_rows(data, blocks, deep, (oh, ow), (sh, sw), (offset_y, offset_x))
         blocks, kw, sh, sw, offset_y, offset_x = -(-blocks // deep), deep, 1, deep, 0, 0
-    weight = te.placeholder((ob, kh, blocks, kw, layout.BLOCK // GROUP, LANES, GROUP), "int8",
+    weight = te.placeholder((ob, kh, blocks, kw, block // GROUP, LANES, GROUP), "int8",
                             "weight_packed")
     corrections = layout.correction_arguments(o, shift_correction)
     extra, sides = epilogue.placeholders()
@@ -165,15 +195,16 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     rb = te.reduce_axis((0, blocks), "rb")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
-    rg = te.reduce_axis((0, GROUP), "rg")
-    rj = te.reduce_axis((0, GROUP), "rj")
+    # one axis over a pixel's channels (its groups of 4 from it): a narrow input's single
+    # group would otherwise leave a unit loop that the tensor intrinsic's block does not have
+    rk = te.reduce_axis((0, block), "rk")
     acc = te.compute(
         (n, ob, oh, ow, LANES),
         lambda i, bo, y, x, lo: te.sum(
             source[i, rb, y * sh + ry + offset_y, x * sw + rx + offset_x,
-                   rg * GROUP + rj].astype("int32")
-            * weight[bo, ry, rb, rx, rg, lo, rj].astype("int32"),
-            axis=[rb, ry, rx, rg, rj]),
+                   rk].astype("int32")
+            * weight[bo, ry, rb, rx, rk // GROUP, lo, rk % GROUP].astype("int32"),
+            axis=[rb, ry, rx, rk]),
         name="acc")
 
     def result(i, oc, y, x):
@@ -190,11 +221,28 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, *corrections, *extra, *sides, out])
     func = _schedule(func, (oh, ow), ob, sw, kw, bordered, deep=bool(deep),
-                     weights_outer=weights_outer(n, (c, h, w), weight_shape))
+                     weights_outer=weights_outer(n, (c, h, w), weight_shape), channels=block)
     if bordered:
         func = layout.fill_border(func, output_padding, epilogue.dtype)
     return _with_permission(func).without_attr("global_symbol").with_attr(
         "tirx.is_scheduled", True)
+
+
+def _narrow_pixels(data: te.Tensor, padding) -> te.Tensor:
+    """NCHW codes -> (n, 1, h + pads, w + pads, 4) uint8: each pixel's channels, shifted as
+    the blocked layout stores them, the padding and the channels past the last holding the
+    shifted zero."""
+    n, c, h, w = (int(v) for v in data.shape)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    shift = layout.code_shift(str(data.dtype))
+
+    def pack(i, _, y, x, j):
+        inside = tvm.tirx.all(j < c, y >= pt, y < h + pt, x >= pl, x < w + pl)
+        value = data[i, te.min(j, c - 1), y - pt, x - pl]
+        if shift:
+            value = (value.astype("int32") + shift).astype("uint8")
+        return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(shift, "uint8"))
+    return te.compute((n, 1, h + pt + pb, w + pl + pr, GROUP), pack, name="narrow")
 
 
 def _deep_rows(data: te.Tensor, blocks: int, deep: int, out_hw, strides, offset) -> te.Tensor:
@@ -239,8 +287,8 @@ def weights_outer(batch: int, image_chw, weight_shape) -> bool:
 
 
 def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
-              bordered: bool, deep: bool = False,
-              weights_outer: bool = False) -> tvm.tirx.PrimFunc:
+              bordered: bool, deep: bool = False, weights_outer: bool = False,
+              channels: int = layout.BLOCK) -> tvm.tirx.PrimFunc:
     out_height, out_width = out_hw
     rows = tile_rows(out_width)
     tiles_x = 2 if (out_width // rows) % 2 == 0 else 1
@@ -250,10 +298,10 @@ def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
     # memory, dead after the reduction, to the int32 accumulators, and the tile store's
     # typed pointer into a uint8 buffer fails to lower
     zero, update, store = intrinsics(rows, stride, taps, tiles_x * runs_y,
-                                     "local" if deep else "global")
+                                     "local" if deep else "global", channels)
     sch = Schedule(func)
     acc = sch.get_sblock("acc")
-    i, bo, y, x, lo, rb, ry, rx, rg, rj = sch.get_loops(acc)
+    i, bo, y, x, lo, rb, ry, rx, rk = sch.get_loops(acc)
     x_outer, x_mid, x_tile = sch.split(x, [None, tiles_x, rows])
     y, y_mid = sch.split(y, [None, runs_y])
     # four C tiles a register block: two pixel runs x two output blocks, or, for a 1x1 conv
@@ -274,10 +322,10 @@ def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
         serial = [bo_serial]
     if taps == 1:  # (a unit loop inside the tensorized region would not match its description)
         sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, rx, bo_inner, y_mid, x_mid,
-                    x_tile, lo, rg, rj)
+                    x_tile, lo, rk)
     else:
         sch.reorder(i, bo_outer, y, *serial, x_outer, rb, ry, bo_inner, y_mid, x_mid, x_tile,
-                    lo, rx, rg, rj)
+                    lo, rx, rk)
     # the tiles' register block: its accumulators lie tile after tile (amx_tiles reads them so)
     write_back = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(write_back, x_outer)
@@ -287,6 +335,10 @@ def _schedule(func, out_hw, out_blocks: int, stride: int, taps: int,
     else:
         task = sch.fuse(i, bo_outer, y)
     sch.parallel(task)
+    if channels != layout.BLOCK:  # a narrow input's pack, before the conv, over its rows
+        loops = sch.get_loops(sch.get_sblock("narrow"))
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
     if deep:
         copy = sch.get_sblock("deep")
         sch.compute_at(copy, task)

@@ -3,8 +3,10 @@ tensor intrinsics a register block is made of (zero its C tiles, one reduction s
 to the block's buffer), each naming its tiles by immediates derived from where the step's
 accumulator lies (``_tile_of``).
 
-Tiles: C 0-3 (rows x 16 int32), A 4-5 (rows x 16 x ``taps`` uint8), B 6-7 (4 x ``taps`` rows
-of 16 x 4 int8).
+Tiles: C 0-3 (rows x 16 int32), A 4-5 (rows x ``channels`` x ``taps`` uint8), B 6-7
+(``channels`` / 4 x ``taps`` rows of 16 x 4 int8). ``channels`` is what a pixel of the input
+holds: a 16-channel block of the blocked layout, or a 4-channel group of a narrow input
+(``amx.narrow``).
 """
 from __future__ import annotations
 
@@ -19,18 +21,19 @@ LANES, GROUP = 16, 4           # output channels per C tile column set, bytes pe
 C_TILES, A_TILES, B_TILES = (0, 1, 2, 3), (4, 5), (6, 7)
 
 
-def tile_config(rows: int, taps: int = 1) -> np.ndarray:
+def tile_config(rows: int, taps: int = 1, channels: int = layout.BLOCK) -> np.ndarray:
     """The 64-byte ``ldtilecfg`` operand as 8 int64 words: palette 1; C tiles rows x 64 bytes,
-    A tiles rows x (16 x ``taps``) bytes, B tiles (4 x ``taps``) x 64 bytes."""
+    A tiles rows x (``channels`` x ``taps``) bytes, B tiles (``channels`` / 4 x ``taps``) x 64
+    bytes."""
     cfg = np.zeros(64, np.uint8)
     cfg[0] = 1
     for t in range(8):
         if t in C_TILES:
             shape = (rows, 64)
         elif t in A_TILES:
-            shape = (rows, layout.BLOCK * taps)
+            shape = (rows, channels * taps)
         else:
-            shape = (GROUP * taps, 64)
+            shape = (channels // GROUP * taps, 64)
         cfg[48 + t], cfg[16 + 2 * t] = shape
     return cfg.view(np.int64)
 
@@ -62,12 +65,15 @@ def _intrin(name: str, *args):
     return T.evaluate(T.call_llvm_intrin("void", name, *args))
 
 
-def _functions(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str):
+def _functions(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str, channels: int):
     """(zero, update, store) tensor intrinsics for tiles of ``rows`` rows, an input read
     every ``stride`` pixels, ``taps`` taps of a kernel row per A row, ``tiles_x`` runs of
-    pixels per register block, A read from a buffer of storage scope ``a_scope``."""
+    pixels per register block, A read from a buffer of storage scope ``a_scope`` whose pixels
+    hold ``channels`` channels."""
     span = (rows - 1) * stride + taps
-    config = [int(v) for v in tile_config(rows, taps).view(np.int32)]  # the words that vary:
+    groups = channels // GROUP
+    # the words of the configuration that vary:
+    config = [int(v) for v in tile_config(rows, taps, channels).view(np.int32)]
     assert not any(config[k] for k in (1, 2, 3, 8, 9, 10, 11, 14, 15))  # 0, 4-7, 12, 13
 
     @T.prim_func(s_tir=True)
@@ -113,58 +119,58 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str):
 
     @T.prim_func(s_tir=True)
     def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
+        A = T.match_buffer(a, (span, channels), "uint8", offset_factor=1,
                            strides=[T.int32(), 1], scope=a_scope)
-        B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
+        B = T.match_buffer(b, (taps, groups, LANES, GROUP), "int8", offset_factor=1,
                            strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
         with T.sblock("root"):
-            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK],
-                    B[0:taps, 0:GROUP, 0:LANES, 0:GROUP])
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:channels],
+                    B[0:taps, 0:groups, 0:LANES, 0:GROUP])
             T.writes(C[0:rows, 0:LANES])
-            for x, o, t, g, j in T.grid(rows, LANES, taps, GROUP, GROUP):
+            for x, o, t, k in T.grid(rows, LANES, taps, channels):
                 with T.sblock("update"):
-                    vx, vo, vt, vg, vj = T.axis.remap("SSRRR", [x, o, t, g, j])
+                    vx, vo, vt, vk = T.axis.remap("SSRR", [x, o, t, k])
                     C[vx, vo] = C[vx, vo] \
-                        + T.cast(A[vx * stride + vt, vg * GROUP + vj], "int32") \
-                        * T.cast(B[vt, vg, vo, vj], "int32")
+                        + T.cast(A[vx * stride + vt, vk], "int32") \
+                        * T.cast(B[vt, vk // GROUP, vo, vk % GROUP], "int32")
 
     # a 1-wide window: the block has no loop over taps
     @T.prim_func(s_tir=True)
     def update_desc_one_tap(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
+        A = T.match_buffer(a, (span, channels), "uint8", offset_factor=1,
                            strides=[T.int32(), 1], scope=a_scope)
-        B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
+        B = T.match_buffer(b, (taps, groups, LANES, GROUP), "int8", offset_factor=1,
                            strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
         with T.sblock("root"):
-            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK],
-                    B[0:taps, 0:GROUP, 0:LANES, 0:GROUP])
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:channels],
+                    B[0:taps, 0:groups, 0:LANES, 0:GROUP])
             T.writes(C[0:rows, 0:LANES])
-            for x, o, g, j in T.grid(rows, LANES, GROUP, GROUP):
+            for x, o, k in T.grid(rows, LANES, channels):
                 with T.sblock("update"):
-                    vx, vo, vg, vj = T.axis.remap("SSRR", [x, o, g, j])
-                    C[vx, vo] = C[vx, vo] + T.cast(A[vx * stride, vg * GROUP + vj], "int32") \
-                        * T.cast(B[0, vg, vo, vj], "int32")
+                    vx, vo, vk = T.axis.remap("SSR", [x, o, k])
+                    C[vx, vo] = C[vx, vo] + T.cast(A[vx * stride, vk], "int32") \
+                        * T.cast(B[0, vk // GROUP, vo, vk % GROUP], "int32")
 
     if taps == 1:
         update_desc = update_desc_one_tap
 
     @T.prim_func(s_tir=True)
     def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (span, layout.BLOCK), "uint8", offset_factor=1,
+        A = T.match_buffer(a, (span, channels), "uint8", offset_factor=1,
                            strides=[T.int32(), 1], scope=a_scope)
-        B = T.match_buffer(b, (taps, GROUP, LANES, GROUP), "int8", offset_factor=1,
+        B = T.match_buffer(b, (taps, groups, LANES, GROUP), "int8", offset_factor=1,
                            strides=[T.int32(), T.int32(), T.int32(), 1])
         C = T.match_buffer(c, (rows, LANES), "int32", offset_factor=1, strides=[T.int32(), 1])
         with T.sblock("root"):
-            T.reads(C[0:rows, 0:LANES], A[0:span, 0:layout.BLOCK],
-                    B[0:taps, 0:GROUP, 0:LANES, 0:GROUP])
+            T.reads(C[0:rows, 0:LANES], A[0:span, 0:channels],
+                    B[0:taps, 0:groups, 0:LANES, 0:GROUP])
             T.writes(C[0:rows, 0:LANES])
             # each A tile is loaded at the first output block, each B tile at the first run
             # of pixels: the block's loop over tiles runs output blocks outside pixel runs.
-            # An A row is ``taps`` neighbouring pixels' 16 channels, contiguous in the blocked
-            # layout (a pixel is 16 bytes); a B tile's rows are 64 bytes apart
+            # An A row is ``taps`` neighbouring pixels' channels, contiguous in the blocked
+            # layout (a pixel is ``channels`` bytes); a B tile's rows are 64 bytes apart
             if _out_block(C, rows, tiles_x) == 0:
                 _intrin("llvm.x86.tileloadd64", _a_tile(C, rows, tiles_x), A.access_ptr("r"),
                         T.Cast("int64", A.strides[0] * stride))
@@ -199,10 +205,12 @@ def _functions(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str):
     return (zero_desc, zero_impl), (update_desc, update_impl), (store_desc, store_impl)
 
 
-def intrinsics(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str = "global"):
+def intrinsics(rows: int, stride: int, taps: int, tiles_x: int, a_scope: str = "global",
+               channels: int = layout.BLOCK):
     """The names of the (zero, update, store) tensor intrinsics, registered on first use."""
     names = [f"tvm_quant_ext.amx_{part}_r{rows}_s{stride}_k{taps}_t{tiles_x}_{a_scope}"
-             for part in ("zero", "update", "store")]
+             f"_c{channels}" for part in ("zero", "update", "store")]
     for k, name in enumerate(names):
-        ensure_registered(name, lambda k=k: _functions(rows, stride, taps, tiles_x, a_scope)[k])
+        ensure_registered(name, lambda k=k: _functions(rows, stride, taps, tiles_x, a_scope,
+                                                       channels)[k])
     return names

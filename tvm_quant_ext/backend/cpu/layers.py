@@ -10,8 +10,8 @@ and rewrites the graph.
 * conv2d groups=1 and dense (matmul with a constant 2-D weight), int8/uint8 x int8 -> int32:
   the VNNI kernel (``vnni.conv2d_kernel``), when the target has avx512vnni (or, on
   ``vpmaddwd``, avx2); a conv2d whose
-  input comes in the blocked layout, on AMX (``amx.conv2d_kernel``) when the target has
-  amx-tile and amx-int8;
+  input comes in the blocked layout, or in NCHW with at most 4 channels (an image), on AMX
+  (``amx.conv2d_kernel``) when the target has amx-tile and amx-int8;
 * depthwise conv2d (groups == in channels == out channels): ``depthwise.py``;
 * max pool on int8 / uint8 codes (``pool.py``): no quantizer layer (it has no weight), but a
   kernel with an epilogue all the same, filed with ``register_pool``.
@@ -171,14 +171,16 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
     if on_vnni_conv(call, options):
         epilogue, corrections = _with_shift_correction(
             epilogue, packed.shift_correction(weight, data_dtype), weight.shape[0], 4)
-        if (options.amx and options.isa == VNNI and options.input_packed
-                and amx.takes(weight.shape[2:], a.dilation)):
+        if (options.amx and options.isa == VNNI
+                and amx.takes(weight.shape[2:], a.dilation, data_shape[1], options.input_packed)):
             func = amx.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides, a.padding,
                                      epilogue=epilogue, input_border=options.input_border,
                                      output_packed=options.output_packed,
                                      output_padding=options.output_padding,
-                                     shift_correction=bool(corrections))
-            name, packed_weight = "conv2d_int8_amx", amx.pack_weight(weight)
+                                     shift_correction=bool(corrections),
+                                     input_packed=options.input_packed)
+            name = "conv2d_int8_amx"
+            packed_weight = amx.pack_weight(weight, options.input_packed)
         else:
             func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides,
                                       a.padding, a.dilation, epilogue=epilogue,
