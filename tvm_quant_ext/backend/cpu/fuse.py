@@ -325,8 +325,8 @@ def fuse_int8_layers(mod: tvm.IRModule, vnni: bool = True, depthwise: bool = Tru
     run with their epilogue too (``pools``, ``pool.py``); int64 steps run in int32 where the
     value's range makes that exact (``int32_steps``, ``int32_steps.py``); a side tensor computed
     from an 8-bit code travels as that code, its rescale run by the reader (``code_sides``,
-    ``_code_sides``); a conv with a blocked
-    input runs on AMX tiles (``amx``, ``amx.py``; only with ``vnni``). ``isa``: the instruction
+    ``_code_sides``); a conv with a blocked input, or an NCHW one of at most 4 channels,
+    runs on AMX tiles (``amx``, ``amx.py``; only with ``vnni``). ``isa``: the instruction
     set of the packed conv / dense kernels, ``"avx512vnni"`` or ``"avx2"`` (``vnni.dot_isa``)."""
     options = FuseOptions(vnni=vnni, amx=vnni and amx, depthwise=depthwise, epilogue=epilogue,
                           packed_links=packed_links, sides=sides, pools=pools, isa=isa)
