@@ -7,6 +7,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .cpu import high_half
 from .cpu.fuse import fuse_int8_layers, pack_int8_layers
 from .cpu.pointwise import depthwise_1x1_as_multiply
 from .cpu.schedule import default_cpu_schedule
@@ -127,12 +128,11 @@ def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 
     tgt = make_target(target)
     lowered = lower(mod, tgt, vnni=vnni, amx=amx, fuse=fuse)
     if tgt.kind.name == "cuda":
-        lowered = gpu_schedule(lowered, tgt)
-    else:
-        if tune_trials > 0 or tuning_db is not None:
-            lowered = tune(lowered, tgt, tune_trials, tuning_db)
-        lowered = default_cpu_schedule(lowered)  # what neither tuning nor a kernel scheduled
-    return tvm.compile(lowered, tgt)
+        return tvm.compile(gpu_schedule(lowered, tgt), tgt)
+    if tune_trials > 0 or tuning_db is not None:
+        lowered = tune(lowered, tgt, tune_trials, tuning_db)
+    lowered = default_cpu_schedule(lowered)  # what neither tuning nor a kernel scheduled
+    return tvm.compile(lowered, tgt, tir_pipeline=high_half.PIPELINE)
 
 
 def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] = None,
