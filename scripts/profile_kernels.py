@@ -32,7 +32,7 @@ from tvm_quant_ext.backend.build import lower, make_target  # noqa: E402
 from tvm_quant_ext.backend.target import host_target  # noqa: E402
 from tvm_quant_ext.backend.tune import tune  # noqa: E402
 from tvm_quant_ext.backend.cpu.fuse import MACS_ATTR, WINDOW_ATTR  # noqa: E402
-from tvm_quant_ext.backend.cpu import high_half  # noqa: E402
+from tvm_quant_ext.backend.cpu.tir_pipeline import PIPELINE as CPU_TIR_PIPELINE  # noqa: E402
 from tvm_quant_ext.backend.cpu.schedule import default_cpu_schedule  # noqa: E402
 from tvm_quant_ext.backend import threads  # noqa: E402
 
@@ -58,7 +58,7 @@ def call_counts(main: relax.Function):
 
 def time_kernel(func, target, runs=5) -> float:
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target,
-                      tir_pipeline=high_half.PIPELINE)  # as build compiles it
+                      tir_pipeline=CPU_TIR_PIPELINE)  # as build compiles it
     args = []
     for param in func.params:  # TVM 0.27: PrimFunc params are buffer-typed vars
         args.append(tvm.runtime.tensor(np.zeros([int(d) for d in param.shape], str(param.dtype))))

@@ -10,6 +10,7 @@ from tvm.s_tir import Schedule
 from tvm.tirx import compilation_pipeline
 
 from tvm_quant_ext.backend.cpu import high_half
+from tvm_quant_ext.backend.cpu.tir_pipeline import PIPELINE
 
 from kernel_checks import HOST, needs_avx2
 
@@ -43,7 +44,7 @@ def _module(multiplier=None, shift=32):
 
 def _rewritten(mod, target) -> bool:
     """Whether lowering ``mod`` with the pipeline reads int32 vectors as int64 pairs."""
-    lower, _, _ = compilation_pipeline.get_tir_pipeline(high_half.PIPELINE)
+    lower, _, _ = compilation_pipeline.get_tir_pipeline(PIPELINE)
     target = tvm.target.Target(target)
     text = lower(tvm.tirx.transform.BindTarget(target.with_host(target))(mod)).script()
     return 'T.reinterpret("int64x' in text
@@ -67,7 +68,7 @@ TARGETS = [pytest.param(HOST, id="host"),
 def per_channel_lib(request):
     mod = _module()
     assert _rewritten(mod, request.param)
-    return tvm.compile(mod, request.param, tir_pipeline=high_half.PIPELINE)
+    return tvm.compile(mod, request.param, tir_pipeline=PIPELINE)
 
 
 @settings(max_examples=60, deadline=None)
@@ -86,7 +87,7 @@ def test_the_rewritten_high_half_equals_the_int64_product(per_channel_lib, xs, m
 def test_a_constant_multiplier_is_rewritten_too(multiplier):
     mod = _module(multiplier)
     assert _rewritten(mod, HOST)
-    lib = tvm.compile(mod, HOST, tir_pipeline=high_half.PIPELINE)
+    lib = tvm.compile(mod, HOST, tir_pipeline=PIPELINE)
     rng = np.random.default_rng(0)
     x = rng.integers(INT32_MIN, INT32_MAX, (ROWS, CHANNELS), dtype=np.int64).astype(np.int32)
     x[0, :len(EXTREMES)] = EXTREMES
@@ -97,7 +98,7 @@ def test_a_constant_multiplier_is_rewritten_too(multiplier):
 def test_other_shifts_are_left_as_they_are():
     mod = _module(shift=31)
     assert not _rewritten(mod, HOST)
-    lib = tvm.compile(mod, HOST, tir_pipeline=high_half.PIPELINE)
+    lib = tvm.compile(mod, HOST, tir_pipeline=PIPELINE)
     x = np.array(EXTREMES * (ROWS * CHANNELS // len(EXTREMES) + 1),
                  np.int32)[:ROWS * CHANNELS].reshape(ROWS, CHANNELS)
     m = np.full(CHANNELS, INT32_MAX, np.int32)

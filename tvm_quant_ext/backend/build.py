@@ -7,7 +7,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .cpu import high_half
+from .cpu.tir_pipeline import PIPELINE as CPU_TIR_PIPELINE
 from .cpu.fuse import fuse_int8_layers, pack_int8_layers
 from .cpu.pointwise import depthwise_1x1_as_multiply
 from .cpu.schedule import default_cpu_schedule
@@ -132,7 +132,7 @@ def compile_module(mod: tvm.IRModule, target: TargetLike, *, tune_trials: int = 
     if tune_trials > 0 or tuning_db is not None:
         lowered = tune(lowered, tgt, tune_trials, tuning_db)
     lowered = default_cpu_schedule(lowered)  # what neither tuning nor a kernel scheduled
-    return tvm.compile(lowered, tgt, tir_pipeline=high_half.PIPELINE)
+    return tvm.compile(lowered, tgt, tir_pipeline=CPU_TIR_PIPELINE)
 
 
 def lower(mod: tvm.IRModule, target: tvm.target.Target, *, vnni: Optional[bool] = None,

@@ -15,19 +15,15 @@ well wherever the extensions are: both vectors read as int64 pairs, the even lan
 integer (the full 64-bit product of two int32 values, then its upper 32 bits), so kernels stay
 bit-identical; ``tests/test_high_half.py`` checks it on extreme values.
 
-``PIPELINE`` names TVM's default TIR pipeline followed by the rewrite; ``build`` compiles CPU
-modules with it.
+``tir_pipeline.py`` runs it after TVM's own lowering passes.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-import tvm
 import tvm_ffi
 from tvm import tirx
-from tvm.tirx import compilation_pipeline
 
-PIPELINE = "tvm_quant_ext_cpu"
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
@@ -100,10 +96,3 @@ def rewrite_high_half(func, _mod, _ctx):
     """Every vectorized ``int32((int64(a) * int64(b)) >> 32)`` as ``high_half_product``."""
     return func.with_body(tvm_ffi.structural_mutate(func.body, [(tirx.Cast, _rewrite_cast)]))
 
-
-def _pipeline():
-    lower, finalize_host, finalize_device = compilation_pipeline.get_tir_pipeline("s_tir")
-    return tvm.transform.Sequential([lower, rewrite_high_half]), finalize_host, finalize_device
-
-
-compilation_pipeline.register_tir_pipeline(PIPELINE, _pipeline)

@@ -269,6 +269,8 @@ def _schedule(func: tvm.tirx.PrimFunc, out_width: int, out_blocks: int,
     sch.unroll(x_inner)
     sch.unroll(bo_inner)
     sch.vectorize(sch.get_loops(write_back)[-1])
+    # constant indices throughout, so LLVM keeps the block in registers (stack_buffers.py)
+    unroll_register_block(sch, write_back, outer=2)
     sch.vectorize(sch.get_loops(init)[-1])
 
     if not input_packed:  # the NCHW input's pack stage
