@@ -29,11 +29,8 @@ INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 def _vector_type(expr) -> Optional[tuple]:
     """(element type, lanes) of a TIR expression's type, or None for a scalar."""
-    text = str(expr.ty)
-    if "x" not in text:
-        return None
-    element, lanes = text.split("x")
-    return element, int(lanes)
+    element, _, lanes = str(expr.ty).rpartition("x")
+    return (element, int(lanes)) if element and lanes.isdigit() else None
 
 
 def _int32_operand(expr, lanes: int):
