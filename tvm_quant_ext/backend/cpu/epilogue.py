@@ -60,6 +60,9 @@ class Step:
     dtype: str                        # result dtype
     attrs: Tuple = ()                 # clip bounds
     side: Optional[Side] = None
+    # the (lo, hi) of each code an int32 form of a run was checked on (int32_runs.py): the
+    # value's, then the side's
+    domain: Tuple = ()
 
 
 # read(call) -> (operands, attrs), or None when the call's operands are not ones a kernel can

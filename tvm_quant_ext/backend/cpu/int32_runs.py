@@ -166,12 +166,12 @@ def _fit(run, operands, before, in_dtype, channels) -> Optional[Int32Affine]:
     return fit_int32_affine(xs, target, lo, hi, _slope(run, operands, channels))
 
 
-def _affine_step(fit: Int32Affine, dtype: str, ndim: int) -> Step:
+def _affine_step(fit: Int32Affine, dtype: str, ndim: int, known: Tuple[int, int]) -> Step:
     def shaped(v):
         v = np.asarray(v, np.int32).reshape(-1)
         return v.reshape((1, v.size) + (1,) * (ndim - 2)) if v.size > 1 else v
     return Step(INT32_AFFINE, (shaped(fit.a), shaped(fit.b), shaped(fit.s)), dtype,
-                (fit.lo, fit.hi))
+                (fit.lo, fit.hi), domain=((int(known[0]), int(known[1])),))
 
 
 def _end_after_clip(steps: List[Step], k: int) -> int:
@@ -205,7 +205,7 @@ def _collapse_at(steps, start, known, dtype, ndim, channels):
         operands = _operands(run, ndim, channels)
         fit = _fit(run, operands, known, dtype, channels) if operands is not None else None
         if fit is not None:
-            return _affine_step(fit, run[-1].dtype, ndim), end
+            return _affine_step(fit, run[-1].dtype, ndim, known), end
     return None
 
 
@@ -281,7 +281,8 @@ def _collapse_pair_at(steps, start, known, dtype):
         return None
     operands = tuple(np.asarray(v, np.int32) for v in (fit.a, fit.c, fit.b, fit.s))
     return Step(INT32_PAIR_AFFINE, operands, run[-1].dtype, (fit.lo, fit.hi),
-                side=replace(side, chain=Epilogue([]))), end
+                side=replace(side, chain=Epilogue([])),
+                domain=((int(known[0]), int(known[1])), (side_lo, side_hi))), end
 
 
 def collapse_int32_runs(epilogue: Epilogue, layer_shape: Sequence[int],

@@ -30,6 +30,7 @@ from ...layer_ops import LAYER_OPS
 from . import amx, depthwise_vnni, packed, vnni
 from .depthwise import (depthwise_blocked_kernel, depthwise_kernel, depthwise_shift_correction,
                         pack_depthwise_weight)
+from .blocked_store import fold_store_shift
 from .epilogue import Epilogue, fold_into_first_add
 from .pool import max_pool_kernel
 from .vnni import KERNEL_TAG, VNNI
@@ -182,13 +183,16 @@ def _conv2d_kernel(call, epilogue: Epilogue, options: FuseOptions) -> Optional[L
             name = "conv2d_int8_amx"
             packed_weight = amx.pack_weight(weight, options.input_packed)
         else:
+            stored = fold_store_shift(epilogue) if options.output_packed else None
+            epilogue = stored or epilogue
             func = vnni.conv2d_kernel(data_shape, weight.shape, data_dtype, a.strides,
                                       a.padding, a.dilation, epilogue=epilogue,
                                       input_packed=options.input_packed,
                                       input_border=options.input_border,
                                       output_packed=options.output_packed,
                                       output_padding=options.output_padding,
-                                      isa=options.isa, shift_correction=bool(corrections))
+                                      isa=options.isa, shift_correction=bool(corrections),
+                                      stored_output=stored is not None)
             name = "conv2d_int8_" + KERNEL_TAG[options.isa]
             packed_weight = vnni.pack_weight(weight, options.input_packed, options.isa)
         consts = [packed_weight, *corrections]

@@ -124,7 +124,8 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
                   strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), epilogue=None,
                   epilogue_index=None, input_packed: bool = False, input_border=None,
                   output_packed: bool = False, output_padding=(0, 0, 0, 0),
-                  isa: str = VNNI, shift_correction: bool = True) -> tvm.tirx.PrimFunc:
+                  isa: str = VNNI, shift_correction: bool = True,
+                  stored_output: bool = False) -> tvm.tirx.PrimFunc:
     """The scheduled packed conv2d on ``isa`` (``VNNI``, or ``AVX2``: ``avx2.py``): (data NCHW,
     packed weight, correction (unless not ``shift_correction``), *epilogue tensors, *side
     tensors) -> NCHW, int32 or, with an ``epilogue`` (``epilogue.Epilogue``), its dtype: the
@@ -137,8 +138,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
     border of ``output_padding`` (the reader's padding), and ``input_packed`` takes such a
     tensor, bordered with this conv's ``padding`` or, when other readers pad more, with
     ``input_border``, as ``data`` (``data_shape`` still the unpadded NCHW shape): the reduction
-    reads it as it is. Its weight then comes from ``pack_weight(w, input_packed=True)``."""
+    reads it as it is. Its weight then comes from ``pack_weight(w, input_packed=True)``.
+    ``stored_output``: the (blocked) epilogue ends in the stored byte of an int8 code
+    (``blocked_store.fold_store_shift``)."""
     epilogue = epilogue or Epilogue()
+    code_dtype = "int8" if stored_output else epilogue.dtype  # what the blocked tensor holds
     epilogue_index = epilogue_index or (lambda *index: index)
     n, c, h, w = (int(v) for v in data_shape)
     o, _, kh, kw = (int(v) for v in weight_shape)
@@ -221,17 +225,19 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         # a copy into the bordered tensor then adds the border: one byte per element read and
         # written, where an epilogue over the whole output would read back full-size int32
         # accumulators (at batch 8 on Lite0's first expansion, 38 MB)
-        inner = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, name="inner")
-        out = layout.bordered_copy(inner, (n, o, oh, ow), epilogue.dtype, output_padding)
+        inner = layout.blocked_output(result, (n, o, oh, ow), code_dtype, name="inner",
+                                      stored=stored_output)
+        out = layout.bordered_copy(inner, (n, o, oh, ow), code_dtype, output_padding)
     elif output_packed:
-        out = layout.blocked_output(result, (n, o, oh, ow), epilogue.dtype, output_padding)
+        out = layout.blocked_output(result, (n, o, oh, ow), code_dtype, output_padding,
+                                    stored=stored_output)
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, *corrections, *extra, *sides, out])
     func = _schedule(func, ow, ob, input_packed, output_packed,
                      bordered=bordered, isa=isa).without_attr("global_symbol")
     if bordered:
-        func = layout.fill_border(func, output_padding, epilogue.dtype)
+        func = layout.fill_border(func, output_padding, code_dtype)
     return func.with_attr("tirx.is_scheduled", True)
 
 
