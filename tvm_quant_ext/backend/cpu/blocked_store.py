@@ -28,13 +28,15 @@ import numpy as np
 
 from .epilogue import Epilogue
 from .int32_runs import INT32_AFFINE, INT32_PAIR_AFFINE
+from .int32_steps import INT32_RANGE
 from .packed import code_shift
 
-INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+SHIFT = code_shift("int8")  # what the blocked layout adds to an int8 code
 
 
 def _within_int32(*values) -> bool:
-    return all(INT32_MIN <= int(np.min(v)) and int(np.max(v)) <= INT32_MAX for v in values)
+    return all(INT32_RANGE[0] <= int(np.min(v)) and int(np.max(v)) <= INT32_RANGE[1]
+               for v in values)
 
 
 def _flat(operand) -> np.ndarray:
@@ -44,8 +46,7 @@ def _flat(operand) -> np.ndarray:
 def _folded_constant(step, b, s) -> Optional[np.ndarray]:
     """``b + 128 * 2^s`` per channel when every partial sum of the step stays in int32 on its
     domain (None otherwise)."""
-    shift = code_shift("int8")
-    folded = b + (np.int64(shift) << s)
+    folded = b + (np.int64(SHIFT) << s)
     if step.op == INT32_AFFINE:
         (x_lo, x_hi), = step.domain
         a = _flat(step.operands[0])
@@ -63,8 +64,8 @@ def _folded_constant(step, b, s) -> Optional[np.ndarray]:
 
 def fold_store_shift(epilogue: Epilogue) -> Optional[Epilogue]:
     """``epilogue`` ending in the stored byte (``uint8``) of its int8 code instead of the code,
-    for a kernel that writes it blocked with ``packed.blocked_output(..., stored=True)``; None
-    where its last step is not an int32 step of ``int32_runs.py`` with room for the shift."""
+    for a kernel that writes it blocked with ``packed.blocked_output(..., result_stored=True)``;
+    None where its last step is not an int32 step of ``int32_runs.py`` with room for the shift."""
     if not epilogue.steps:
         return None
     last = epilogue.steps[-1]
@@ -78,10 +79,9 @@ def fold_store_shift(epilogue: Epilogue) -> Optional[Epilogue]:
     folded = _folded_constant(last, _flat(b), _flat(s))
     if folded is None:
         return None
-    shift = code_shift("int8")
     lo, hi = last.attrs
     operands = list(last.operands)
     operands[b_index] = folded.astype(np.int32).reshape(np.asarray(b).shape)
     stored = replace(last, operands=tuple(operands), dtype="uint8",
-                     attrs=(lo + shift, hi + shift))
+                     attrs=(lo + SHIFT, hi + SHIFT))
     return Epilogue(epilogue.steps[:-1] + [stored])

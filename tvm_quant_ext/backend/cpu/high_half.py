@@ -24,7 +24,7 @@ from typing import Optional
 import tvm_ffi
 from tvm import tirx
 
-INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+from .int32_steps import INT32_RANGE
 
 
 def _vector_type(expr) -> Optional[tuple]:
@@ -39,7 +39,7 @@ def _int32_operand(expr, lanes: int):
         return expr.value
     if isinstance(expr, tirx.Broadcast):
         value = expr.value
-        if isinstance(value, tirx.IntImm) and INT32_MIN <= value.value <= INT32_MAX:
+        if isinstance(value, tirx.IntImm) and INT32_RANGE[0] <= value.value <= INT32_RANGE[1]:
             return tirx.Broadcast(tirx.const(value.value, "int32"), lanes)
         if isinstance(value, tirx.Cast) and str(value.value.ty) == "int32":
             return tirx.Broadcast(value.value, lanes)
@@ -92,4 +92,3 @@ def _rewrite_cast(expr, mutator):
 def rewrite_high_half(func, _mod, _ctx):
     """Every vectorized ``int32((int64(a) * int64(b)) >> 32)`` as ``high_half_product``."""
     return func.with_body(tvm_ffi.structural_mutate(func.body, [(tirx.Cast, _rewrite_cast)]))
-

@@ -135,14 +135,14 @@ def _with_border(shape: Sequence[int], dtype: str, padding: Sequence[int], value
 
 def blocked_output(result: Callable, shape: Sequence[int], dtype: Optional[str],
                    padding: Sequence[int] = (0, 0, 0, 0), name: str = "out",
-                   stored: bool = False) -> te.Tensor:
+                   result_stored: bool = False) -> te.Tensor:
     """The blocked tensor of ``result(n, c, y, x)`` (a ``dtype`` value of the NCHW ``shape``),
     stored as ``stored_dtype(dtype)``: int8 codes shifted to uint8, with the border of
-    ``padding`` and the padding channels holding the shifted zero. ``stored``: ``result``
-    gives the stored byte already (``blocked_store.fold_store_shift``)."""
+    ``padding`` and the padding channels holding the shifted zero. ``result_stored``:
+    ``result`` gives the stored byte already (``blocked_store.fold_store_shift``)."""
     channels = int(shape[1])
     dtype = dtype or "int32"
-    store, shift = stored_dtype(dtype), (0 if stored else _stored_shift(dtype))
+    store, shift = stored_dtype(dtype), (0 if result_stored else _stored_shift(dtype))
 
     def stored(i, b, row, col, lane):
         channel = b * BLOCK + lane

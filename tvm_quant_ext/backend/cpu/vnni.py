@@ -226,11 +226,11 @@ def conv2d_kernel(data_shape: Sequence[int], weight_shape: Sequence[int], data_d
         # written, where an epilogue over the whole output would read back full-size int32
         # accumulators (at batch 8 on Lite0's first expansion, 38 MB)
         inner = layout.blocked_output(result, (n, o, oh, ow), code_dtype, name="inner",
-                                      stored=stored_output)
+                                      result_stored=stored_output)
         out = layout.bordered_copy(inner, (n, o, oh, ow), code_dtype, output_padding)
     elif output_packed:
         out = layout.blocked_output(result, (n, o, oh, ow), code_dtype, output_padding,
-                                    stored=stored_output)
+                                    result_stored=stored_output)
     else:
         out = te.compute((n, o, oh, ow), result, name="out")
     func = te.create_prim_func([data, weight, *corrections, *extra, *sides, out])
